@@ -1,0 +1,159 @@
+"""Mutual-information estimators and the block-similarity baselines.
+
+One meaning, three implementations: the plain-torch float64 ``*_ref`` functions are the
+specification; the C++ core (``miprun._core``) runs CPU data; Triton kernels run CUDA
+tensors where they lie, with no copy to the host.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..table import DISTANCE_ESTIMATORS, MI_ESTIMATORS, information_coefficient
+from ._input import check_pair, check_same_columns
+from .binning import resolve_bins
+from .gaussian import gaussian_ref
+from .hist import BIAS_CORRECTIONS, hist_ref
+from .ksg import DEFAULT_PROJECTION_DIM, ksg_points_ref, ksg_ref, prepare
+from .similarity import angular_ref, cosine_ref
+
+ESTIMATORS = MI_ESTIMATORS + DISTANCE_ESTIMATORS
+REDUCTIONS = {"hist": ("pooled", "per_dim"), "ksg": ("pooled", "per_dim", "projection"),
+              "gaussian": ("pooled", "per_dim"), "cosine": ("pooled",), "angular": ("pooled",)}
+BACKENDS = ("auto", "reference", "native", "triton")
+
+__all__ = ["mutual_information", "information_coefficient", "ESTIMATORS", "REDUCTIONS", "BACKENDS",
+           "hist_ref", "ksg_ref", "gaussian_ref", "cosine_ref", "angular_ref"]
+
+_warned_fallback = False
+
+
+def _pick_backend(backend: str, device: torch.device) -> str:
+    global _warned_fallback
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        if backend == "triton" and device.type != "cuda" and not _triton_interpreted():
+            raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU testing)")
+        if backend == "native" and device.type != "cpu":
+            raise ValueError(f"backend='native' runs CPU data; got tensors on {device}. Use backend='triton' or move them.")
+        return backend
+    if device.type == "cuda":
+        return "triton"
+    from .._native import native_available
+    if device.type == "cpu" and native_available():
+        return "native"
+    if not _warned_fallback:
+        warnings.warn("miprun's native core is not built; using the slow float64 reference estimators. "
+                      "Build it with `pip install .` to get the fast CPU path.", RuntimeWarning, stacklevel=3)
+        _warned_fallback = True
+    return "reference"
+
+
+def _triton_interpreted() -> bool:
+    import os
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "pooled", bins="auto",
+                       binning: str = "quantile", k: int = 3, bias_correction: str | None = None,
+                       max_samples: int | None = None, seed: int = 0,
+                       projection_dim: int = DEFAULT_PROJECTION_DIM, backend: str = "auto") -> float:
+    """Estimate the mutual information between paired samples ``x`` and ``y``, in nats.
+
+    Parameters
+    ----------
+    x, y : tensor or ndarray, shape (n,) or (n, d)
+        Paired samples (rows are samples, e.g. tokens; columns dimensions). Any float
+        dtype; torch tensors may live on CPU or CUDA.
+    estimator : {"hist", "ksg", "gaussian", "cosine", "angular"}
+        ``hist`` plug-in MI of a joint histogram; ``ksg`` Kraskov estimator 1;
+        ``gaussian`` ``-1/2 log(1 - rho^2)``. ``cosine`` (ShortGPT Block Influence,
+        ``1 - mean cos``) and ``angular`` (``arccos(mean cos) / pi``) are distances, not
+        MI, compared row by row; they ignore ``reduction``.
+    reduction : {"pooled", "per_dim", "projection"}
+        ``pooled``: all ``n*d`` elements are samples of one scalar pair. ``per_dim``: mean
+        over columns ``j`` of MI(x[:, j], y[:, j]). ``projection`` (ksg only): both
+        projected by one seeded Gaussian matrix to ``projection_dim`` dimensions,
+        multivariate KSG.
+    bins : int or {"auto", "rice", "sturges", "sqrt"}
+        Bins per variable for ``hist`` (2..256); rules use the sample count of one pair.
+    binning : {"quantile", "uniform"}
+        ``quantile``: equal-frequency bins (robust to outlier activations);
+        ``uniform``: equal-width bins over the data range.
+    k : int
+        Neighbours for ``ksg``.
+    bias_correction : {None, "miller_madow"}
+        For ``hist``.
+    max_samples : int, optional
+        ``ksg`` subsample size: element pairs for ``pooled`` (default 20000), rows for
+        ``per_dim`` (default all) and ``projection`` (default 4096).
+    seed : int
+        Seeds the subsample, the projection and the KSG tie-breaking jitter.
+    backend : {"auto", "reference", "native", "triton"}
+        ``auto``: Triton for CUDA tensors, the C++ core for CPU data (the float64
+        reference when the core is not built).
+
+    Returns
+    -------
+    float
+        MI in nats (``hist``, ``ksg``, ``gaussian``), or the distance for ``cosine``/``angular``.
+
+    Raises
+    ------
+    ValueError
+        On mismatched shapes, empty input, NaN/inf, too few samples for ``k``, or an
+        unknown option. Constant variables give 0.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if reduction not in REDUCTIONS[estimator] and estimator not in DISTANCE_ESTIMATORS:
+        raise ValueError(f"estimator {estimator!r} supports reduction {REDUCTIONS[estimator]}, got {reduction!r}")
+    if bias_correction not in BIAS_CORRECTIONS:
+        raise ValueError(f"bias_correction must be None or 'miller_madow', got {bias_correction!r}")
+    if estimator == "ksg" and (not isinstance(k, int) or k < 1):
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    x, y = check_pair(x, y, min_samples=k + 1 if estimator == "ksg" else 1)
+    if estimator in DISTANCE_ESTIMATORS or reduction == "per_dim" or (estimator == "ksg" and reduction == "projection"):
+        check_same_columns(x, y, "row-wise" if estimator in DISTANCE_ESTIMATORS else reduction)
+    if estimator == "hist" and reduction == "pooled" and x.shape[1] != y.shape[1]:
+        check_same_columns(x, y, reduction)
+    be = _pick_backend(backend, x.device)
+
+    if estimator == "cosine":
+        return cosine_ref(x, y)
+    if estimator == "angular":
+        return angular_ref(x, y)
+    if estimator == "gaussian":
+        if be == "native":
+            from . import cpu
+            return cpu.gaussian_cpu(x, y, reduction=reduction)
+        return gaussian_ref(x, y, reduction=reduction)
+    if estimator == "hist":
+        n_pair = x.shape[0] * (x.shape[1] if reduction == "pooled" else 1)
+        nb = resolve_bins(bins, n_pair)
+        if be == "native":
+            from . import cpu
+            return cpu.hist_cpu(x, y, bins=nb, binning=binning, reduction=reduction,
+                                miller_madow=bias_correction == "miller_madow")
+        if be == "triton":
+            from ..kernels import hist as khist
+            return khist.hist_triton(x, y, bins=nb, binning=binning, reduction=reduction,
+                                     miller_madow=bias_correction == "miller_madow")
+        return hist_ref(x, y, bins=nb, binning=binning, reduction=reduction, bias_correction=bias_correction)
+    # ksg
+    if be == "reference":
+        return ksg_ref(x, y, k=k, reduction=reduction, max_samples=max_samples, seed=seed,
+                       projection_dim=projection_dim)
+    xs, ys = prepare(x, y, reduction=reduction, max_samples=max_samples, seed=seed, projection_dim=projection_dim)
+    if xs.shape[0] < k + 1:
+        raise ValueError(f"KSG with k={k} needs at least {k + 1} samples, got {xs.shape[0]}")
+    if be == "native":
+        from . import cpu
+        raw = cpu.ksg_per_dim_cpu(xs, ys, k) if reduction == "per_dim" else cpu.ksg_points_cpu(xs, ys, k)
+    else:
+        from ..kernels import knn
+        raw = knn.ksg_per_dim_triton(xs, ys, k) if reduction == "per_dim" else knn.ksg_points_triton(xs, ys, k)
+    return max(0.0, float(raw))

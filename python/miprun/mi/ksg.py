@@ -1,0 +1,117 @@
+"""Kraskov–Stögbauer–Grassberger (KSG) mutual information, estimator 1, max-norm.
+
+``I = psi(k) + psi(N) - < psi(n_x + 1) + psi(n_y + 1) >`` where ``eps_i`` is the max-norm
+distance from point ``i`` to its ``k``-th nearest neighbour in the joint space and
+``n_x(i)`` counts the points ``j != i`` with ``||x_i - x_j||_inf < eps_i`` (strictly).
+
+Before estimating, each variable is scaled to unit standard deviation and a tiny
+seeded jitter (``1e-10 * max(1, mean|x|)``) is added to break ties, as scikit-learn does.
+
+References
+----------
+Kraskov, Stögbauer, Grassberger (2004). Estimating mutual information. Phys. Rev. E 69.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DEFAULT_POOLED_SAMPLES = 20_000  # element pairs drawn for reduction="pooled"
+DEFAULT_PROJECTION_SAMPLES = 4_096  # tokens drawn for reduction="projection"
+DEFAULT_PROJECTION_DIM = 4
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+def standardize_jitter(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Scale each column of ``x: (n, d)`` to unit std (float64) and add the seeded tie-breaking jitter."""
+    x = x.to(torch.float64)
+    std = x.std(0, unbiased=False, keepdim=True)
+    x = x / torch.where(std > 0, std, torch.ones_like(std))
+    noise = torch.randn(x.shape, generator=_generator(seed, x.device), dtype=torch.float64, device=x.device)
+    amp = 1e-10 * torch.clamp(x.abs().mean(0, keepdim=True), min=1.0)
+    return x + amp * noise
+
+
+def subsample_rows(n: int, m: int | None, seed: int, device) -> torch.Tensor | None:
+    """Indices of a seeded sample of ``m`` of ``n`` rows without replacement; None for all rows."""
+    if m is None or m >= n:
+        return None
+    perm = torch.randperm(n, generator=_generator(seed, torch.device("cpu")))
+    return perm[:m].sort().values.to(device)
+
+
+def random_projection(d: int, p: int, seed: int, device) -> torch.Tensor:
+    """Gaussian projection matrix ``(d, p)`` scaled by ``1/sqrt(d)``, seeded."""
+    g = _generator(seed, torch.device("cpu"))
+    return (torch.randn(d, p, generator=g, dtype=torch.float64) / d ** 0.5).to(device)
+
+
+def prepare(x: torch.Tensor, y: torch.Tensor, *, reduction: str, max_samples: int | None,
+            seed: int, projection_dim: int = DEFAULT_PROJECTION_DIM) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn ``x, y: (n, d)`` into the float64 point sets the KSG core works on.
+
+    ``pooled``: ``(m, 1)`` each, a seeded sample of ``m = max_samples`` element pairs.
+    ``per_dim``: ``(n', d)``, rows optionally subsampled; column ``j`` is one scalar pair.
+    ``projection``: ``(n', p)``, both projected by one seeded Gaussian matrix.
+    Each output column is standardised and jittered.
+    """
+    dev = x.device
+    if reduction == "pooled":
+        xf, yf = x.reshape(-1), y.reshape(-1)
+        idx = subsample_rows(xf.shape[0], max_samples if max_samples is not None else DEFAULT_POOLED_SAMPLES, seed, dev)
+        if idx is not None:
+            xf, yf = xf[idx], yf[idx]
+        xs, ys = xf[:, None], yf[:, None]
+    elif reduction == "per_dim":
+        idx = subsample_rows(x.shape[0], max_samples, seed, dev)
+        xs, ys = (x, y) if idx is None else (x[idx], y[idx])
+    elif reduction == "projection":
+        idx = subsample_rows(x.shape[0], max_samples if max_samples is not None else DEFAULT_PROJECTION_SAMPLES, seed, dev)
+        xs, ys = (x, y) if idx is None else (x[idx], y[idx])
+        proj = random_projection(x.shape[1], projection_dim, seed, dev)
+        xs = xs.to(torch.float64) @ proj
+        ys = ys.to(torch.float64) @ proj
+    else:
+        raise ValueError(f"ksg supports reduction 'pooled', 'per_dim' or 'projection', got {reduction!r}")
+    return standardize_jitter(xs, seed + 1), standardize_jitter(ys, seed + 2)
+
+
+def ksg_points_ref(x: torch.Tensor, y: torch.Tensor, k: int, chunk: int = 1024) -> float:
+    """KSG estimator 1 on point sets ``x: (m, dx)``, ``y: (m, dy)`` (float64, O(m) memory per chunk)."""
+    x = x.to(torch.float64)
+    y = y.to(torch.float64)
+    m = x.shape[0]
+    if m < k + 1:
+        raise ValueError(f"KSG with k={k} needs at least {k + 1} samples, got {m}")
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    for a in range(0, m, chunk):
+        xa, ya = x[a:a + chunk], y[a:a + chunk]
+        dx = torch.cdist(xa, x, p=float("inf"))  # (c, m)
+        dy = torch.cdist(ya, y, p=float("inf"))
+        dz = torch.maximum(dx, dy)
+        rows = torch.arange(xa.shape[0], device=x.device)
+        dz[rows, rows + a] = float("inf")  # exclude the point itself
+        eps = torch.kthvalue(dz, k, dim=1).values  # (c,)
+        nx = (dx < eps[:, None]).sum(1) - 1  # self has distance 0 < eps
+        ny = (dy < eps[:, None]).sum(1) - 1
+        total = total + (torch.special.digamma((nx + 1).to(torch.float64)) +
+                         torch.special.digamma((ny + 1).to(torch.float64))).sum()
+    kk = torch.tensor(float(k), dtype=torch.float64)
+    mm = torch.tensor(float(m), dtype=torch.float64)
+    return float(torch.special.digamma(kk) + torch.special.digamma(mm) - total / m)
+
+
+def ksg_ref(x: torch.Tensor, y: torch.Tensor, *, k: int = 3, reduction: str = "pooled",
+            max_samples: int | None = None, seed: int = 0,
+            projection_dim: int = DEFAULT_PROJECTION_DIM) -> float:
+    """Reference KSG MI in nats of ``x, y: (n, d)``; negative estimates are clipped to 0."""
+    xs, ys = prepare(x, y, reduction=reduction, max_samples=max_samples, seed=seed, projection_dim=projection_dim)
+    if reduction == "per_dim":
+        vals = [ksg_points_ref(xs[:, j:j + 1], ys[:, j:j + 1], k) for j in range(xs.shape[1])]
+        return max(0.0, float(sum(vals) / len(vals)))
+    return max(0.0, ksg_points_ref(xs, ys, k))

@@ -1,0 +1,106 @@
+"""The score table: one score per contiguous run of blocks.
+
+``values[s, L - 1]`` is the raw score of the run ``(s, L)`` (blocks ``s..s+L-1``),
+``MI(h_s, h_{s+L})`` for the MI estimators; entries with ``s + L > num_blocks`` are NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Estimators whose raw value is a mutual information in nats (higher: more redundant).
+MI_ESTIMATORS = ("hist", "ksg", "gaussian")
+#: Baselines whose raw value is a distance (higher: more important, less redundant).
+DISTANCE_ESTIMATORS = ("cosine", "angular")
+
+
+def information_coefficient(mi):
+    """Map MI in nats to the information coefficient of correlation ``sqrt(1 - exp(-2 mi))``.
+
+    It lies in ``[0, 1)`` and equals ``|rho|`` for a bivariate normal, which makes scores
+    comparable across estimators and runs. Accepts a float or an array; negative
+    estimates are treated as 0.
+    """
+    arr = np.clip(np.asarray(mi, dtype=np.float64), 0.0, None)
+    out = np.sqrt(-np.expm1(-2.0 * arr))
+    return float(out) if out.ndim == 0 else out
+
+
+def redundancy(values, estimator: str):
+    """Orient and normalise raw scores: 1 means the run passes its input through unchanged.
+
+    MI estimators map through :func:`information_coefficient`; ``cosine`` (Block
+    Influence ``1 - cos`` in ``[0, 2]``) maps to ``1 - BI / 2``; ``angular`` (in ``[0, 1]``)
+    to ``1 - angular``. All results lie in ``[0, 1]``; NaN stays NaN.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if estimator in MI_ESTIMATORS:
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isnan(v), np.nan, information_coefficient(np.nan_to_num(v)))
+    if estimator == "cosine":
+        return np.clip(1.0 - v / 2.0, 0.0, 1.0)
+    if estimator == "angular":
+        return np.clip(1.0 - v, 0.0, 1.0)
+    raise ValueError(f"unknown estimator {estimator!r}; expected one of {MI_ESTIMATORS + DISTANCE_ESTIMATORS}")
+
+
+@dataclass
+class ScoreTable:
+    """Scores of every run ``(s, L)`` with ``L <= max_run`` of a model's blocks.
+
+    Attributes
+    ----------
+    values : ndarray, shape (num_blocks, max_run), float64
+        Raw estimator values; ``values[s, L-1]`` scores the run of blocks ``s..s+L-1``.
+    estimator : str
+        The estimator that produced them (``hist``, ``ksg``, ``gaussian``, ``cosine``, ``angular``).
+    settings : dict
+        Everything needed to reproduce them (reduction, bins, seed, calibration, ...).
+    """
+
+    values: np.ndarray
+    estimator: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float64)
+        if self.values.ndim != 2 or self.values.shape[1] < 1:
+            raise ValueError(f"score table values must have shape (num_blocks, max_run), got {self.values.shape}")
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def max_run(self) -> int:
+        return int(self.values.shape[1])
+
+    def score(self, start: int, length: int) -> float:
+        """Raw score of the run of ``length`` blocks starting at ``start``."""
+        if not (1 <= length <= self.max_run and 0 <= start and start + length <= self.num_blocks):
+            raise IndexError(
+                f"run (start={start}, length={length}) is outside this table "
+                f"({self.num_blocks} blocks, runs up to length {self.max_run})"
+            )
+        return float(self.values[start, length - 1])
+
+    def single_block(self) -> np.ndarray:
+        """Raw scores of the single blocks, shape (num_blocks,)."""
+        return self.values[:, 0].copy()
+
+    def normalised(self) -> np.ndarray:
+        """Scores oriented and scaled to ``[0, 1]`` (1: run is an identity), see :func:`redundancy`."""
+        return redundancy(self.values, self.estimator)
+
+    def to_dict(self) -> dict[str, Any]:
+        vals = [[None if np.isnan(v) else float(v) for v in row] for row in self.values]
+        return {"estimator": self.estimator, "settings": dict(self.settings), "values": vals,
+                "num_blocks": self.num_blocks, "max_run": self.max_run}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ScoreTable":
+        vals = np.array([[np.nan if v is None else v for v in row] for row in d["values"]], dtype=np.float64)
+        return cls(values=vals, estimator=d["estimator"], settings=dict(d.get("settings", {})))
