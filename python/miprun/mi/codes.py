@@ -71,7 +71,10 @@ def compute_edges(x: torch.Tensor, *, bins: int, binning: str = "quantile", per_
     if be == "native":
         from .cpu import compute_edges_cpu
         return compute_edges_cpu(x, bins=bins, binning=binning, per_dim=per_dim)
-    # torch's sort and min/max run on the tensor's device: no host copy on CUDA
+    if be == "triton":
+        # on the device, without the float64 copy the reference sorts (16 bytes per element)
+        from ..kernels.edges import compute_edges_triton
+        return compute_edges_triton(x, bins=bins, binning=binning, per_dim=per_dim)
     return compute_edges_ref(x, bins, binning, per_dim)
 
 
