@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from .mi import mutual_information
 from .plan import Plan
+from .prune import PruneResult, prune
+from .score import score_blocks
+from .select import select
+from .surgery import remove_blocks
 from .table import ScoreTable, information_coefficient
 
 __version__ = "0.1.0"
@@ -13,5 +17,10 @@ __all__ = [
     "information_coefficient",
     "ScoreTable",
     "Plan",
+    "score_blocks",
+    "select",
+    "remove_blocks",
+    "prune",
+    "PruneResult",
     "__version__",
 ]
