@@ -1,0 +1,386 @@
+"""Head-to-head of the block selectors on one model and one calibration set.
+
+Every MI estimator and reduction scores the model once; on each table run
+Fast-Block-Select (MI-PRUN), ``optimal`` (the exact minimum of the additive damage) and
+``greedy`` (the best single blocks). The baselines score their own statistic: ShortGPT
+(Block Influence, ``cosine``) and Gromov et al. (``angular``); ``random`` draws a seeded
+subset. When there are few subsets (``C(T, N) <= oracle_limit``) the exhaustive *oracle*
+measures the perplexity of every one and keeps the best: the ground truth the others are
+judged against. Each distinct plan is pruned (on a copy) and evaluated once, the same way for
+all: perplexity on the evaluation texts and, optionally, zero-shot tasks.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["MI_VARIANTS", "MI_SELECTORS", "CompareRow", "CompareResult", "compare", "parse_variants",
+           "write_outputs", "compare_cli"]
+
+#: (estimator, reduction) pairs scored for the MI selectors.
+MI_VARIANTS = (("hist", "pooled"), ("hist", "per_dim"), ("ksg", "pooled"), ("ksg", "per_dim"),
+               ("ksg", "projection"), ("gaussian", "pooled"), ("gaussian", "per_dim"))
+#: Selectors run on every MI table.
+MI_SELECTORS = ("fast_block_select", "optimal", "greedy")
+
+
+@dataclass
+class CompareRow:
+    """One selector's plan and how its pruned model did.
+
+    Attributes
+    ----------
+    method : str
+        Row label, e.g. ``fast_block_select[hist/pooled]``, ``shortgpt``, ``oracle``.
+    selector : str
+    estimator, reduction : str or None
+    removed : list[int]
+        Blocks removed (0-based, sorted).
+    perplexity : dict[str, float]
+        Per evaluation text (label -> perplexity).
+    tasks : dict[str, float]
+        Per task, accuracy (``acc``) in [0, 1].
+    score_s : float
+        Seconds spent scoring the table this row's selector read (shared by the rows of that table).
+    select_s : float
+        Seconds of the selection itself (the oracle: of evaluating every subset).
+    evaluations : int
+        Distinct scores the selector read (the oracle: subsets evaluated).
+    objective : float or None
+        Additive damage of the plan under its own table (sum over removed runs of
+        ``1 - normalised score``); None where it has no table.
+    """
+
+    method: str
+    selector: str
+    estimator: str | None
+    reduction: str | None
+    removed: list[int]
+    perplexity: dict[str, float] = field(default_factory=dict)
+    tasks: dict[str, float] = field(default_factory=dict)
+    score_s: float = 0.0
+    select_s: float = 0.0
+    evaluations: int = 0
+    objective: float | None = None
+
+
+@dataclass
+class CompareResult:
+    """All rows, the unpruned reference, the score tables and the settings."""
+
+    rows: list[CompareRow]
+    baseline: CompareRow
+    tables: dict[str, dict]
+    settings: dict
+
+    def to_dict(self) -> dict:
+        return {"settings": self.settings, "baseline": asdict(self.baseline),
+                "rows": [asdict(r) for r in self.rows], "tables": self.tables}
+
+
+def parse_variants(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``"hist:pooled,ksg:per_dim"`` -> pairs; None -> :data:`MI_VARIANTS`."""
+    if text is None:
+        return MI_VARIANTS
+    from .mi import REDUCTIONS
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        est, _, red = item.partition(":")
+        red = red or "pooled"
+        if est not in ("hist", "ksg", "gaussian") or red not in REDUCTIONS.get(est, ()):
+            raise ValueError(f"--estimators entry {item!r} is not an MI estimator:reduction pair; choose from "
+                             + ", ".join(f"{e}:{r}" for e, r in MI_VARIANTS))
+        out.append((est, red))
+    if not out:
+        raise ValueError(f"--estimators {text!r} names no estimator")
+    return tuple(dict.fromkeys(out))
+
+
+class _Evaluator:
+    """Prune a copy of the model and evaluate it, once per distinct plan."""
+
+    def __init__(self, model, tokenizer, eval_ids: dict[str, torch.Tensor], *, seq_len: int, stride: int | None,
+                 ppl_batch_size: int, tasks, limit, data_dir, task_batch_size: int, seed: int):
+        self.model, self.tokenizer, self.eval_ids = model, tokenizer, eval_ids
+        self.seq_len, self.stride, self.ppl_batch_size = seq_len, stride, ppl_batch_size
+        self.tasks, self.limit, self.data_dir = tasks, limit, data_dir
+        self.task_batch_size, self.seed = task_batch_size, seed
+        self.cache: dict[tuple[int, ...], tuple[dict, dict]] = {}
+
+    def __call__(self, removed: Sequence[int]) -> tuple[dict, dict]:
+        key = tuple(sorted(int(b) for b in removed))
+        if key not in self.cache:
+            from .evaluate import perplexity
+            from .surgery import remove_blocks
+            pruned = remove_blocks(copy.deepcopy(self.model), list(key)) if key else self.model
+            ppl = {name: perplexity(pruned, ids, seq_len=self.seq_len, stride=self.stride,
+                                    batch_size=self.ppl_batch_size).perplexity
+                   for name, ids in self.eval_ids.items()}
+            acc = {}
+            if self.tasks:
+                from .zeroshot import evaluate_tasks
+                res = evaluate_tasks(pruned, self.tokenizer, self.tasks, data_dir=self.data_dir, limit=self.limit,
+                                     batch_size=self.task_batch_size, seed=self.seed)
+                acc = {name: r.metrics.get("acc", float("nan")) for name, r in res.items()}
+            del pruned
+            self.cache[key] = (ppl, acc)
+        return self.cache[key]
+
+
+def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int, *, eval_ids: dict[str, torch.Tensor],
+            seq_len: int, stride: int | None = None, ppl_batch_size: int = 1,
+            variants: Sequence[tuple[str, str]] = MI_VARIANTS, tasks=None, limit: int | None = None,
+            data_dir=None, task_batch_size: int = 8, oracle_limit: int = 64, seed: int = 0,
+            max_samples: int | None = None, batch_size: int = 8,
+            log: Callable[[str], None] | None = None) -> CompareResult:
+    """Run every selector on the same model and calibration tokens and evaluate each pruned model.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        The model to prune; it is never modified (each plan prunes a deep copy).
+    tokenizer : transformers tokenizer
+        For zero-shot tasks (may be None without ``tasks``).
+    calibration : LongTensor, shape (n_samples, calib_seq_len)
+        Calibration token ids, shared by every estimator.
+    num_remove : int
+        Blocks to remove.
+    eval_ids : dict[str, LongTensor of shape (n_tokens,)]
+        Evaluation texts, tokenised (label -> ids); the first one is the oracle's criterion.
+    seq_len, stride, ppl_batch_size
+        The perplexity protocol (:func:`miprun.evaluate.perplexity`).
+    variants : sequence of (estimator, reduction)
+        MI tables to score; each is read by every selector of :data:`MI_SELECTORS`.
+    tasks, limit, data_dir, task_batch_size
+        Optional zero-shot tasks (:func:`miprun.zeroshot.evaluate_tasks`).
+    oracle_limit : int
+        The oracle runs when ``C(T, N)`` is at most this (0: never).
+    seed : int
+        Seeds the estimators (``ksg``) and the random baseline.
+    max_samples : int, optional
+        KSG subsample size (default: the estimator's).
+    batch_size : int
+        Calibration samples per forward pass while scoring.
+    log : callable, optional
+        Receives one progress line per step.
+
+    Returns
+    -------
+    CompareResult
+    """
+    from .score import score_blocks
+    from .select import select
+    from .surgery import find_blocks
+
+    say = log or (lambda _msg: None)
+    if not eval_ids:
+        raise ValueError("compare needs at least one evaluation text (eval_ids)")
+    total = len(find_blocks(model)[0])
+    if not 1 <= num_remove < total:
+        raise ValueError(f"num_remove={num_remove} but the model has {total} blocks; "
+                         f"remove between 1 and {total - 1} blocks")
+    device = next(model.parameters()).device
+    evaluate = _Evaluator(model, tokenizer, eval_ids, seq_len=seq_len, stride=stride,
+                          ppl_batch_size=ppl_batch_size, tasks=tasks, limit=limit, data_dir=data_dir,
+                          task_batch_size=task_batch_size, seed=seed)
+
+    def scored(estimator: str, reduction: str, max_run: int):
+        t0 = time.perf_counter()
+        table = score_blocks(model, calibration, estimator=estimator, reduction=reduction, max_run=max_run,
+                             seed=seed, max_samples=max_samples, batch_size=batch_size, device=device,
+                             progress=False)
+        return table, time.perf_counter() - t0
+
+    def row(method, plan, table, score_s, select_s, reduction):
+        ppl, acc = evaluate(plan.removed)
+        say(f"{method:<36} removes {plan.removed}  perplexity {_first(ppl):.4f}")
+        return CompareRow(method=method, selector=plan.selector, estimator=table.estimator if table else None,
+                          reduction=reduction, removed=list(plan.removed), perplexity=ppl, tasks=acc,
+                          score_s=score_s, select_s=select_s, evaluations=int(plan.evaluations),
+                          objective=plan.objective)
+
+    base_ppl, base_acc = evaluate([])
+    baseline = CompareRow(method="unpruned", selector="none", estimator=None, reduction=None, removed=[],
+                          perplexity=base_ppl, tasks=base_acc)
+    say(f"{'unpruned':<36} perplexity {_first(base_ppl):.4f}")
+    rows: list[CompareRow] = []
+    tables: dict[str, dict] = {}
+    for estimator, reduction in variants:
+        label = f"{estimator}/{reduction}"
+        table, score_s = scored(estimator, reduction, num_remove)
+        tables[label] = table.to_dict()
+        say(f"scored {label} in {score_s:.2f} s")
+        for selector in MI_SELECTORS:
+            t0 = time.perf_counter()
+            plan = select(table, num_remove, selector=selector)
+            rows.append(row(f"{selector}[{label}]", plan, table, score_s, time.perf_counter() - t0, reduction))
+    for estimator, selector, max_run in (("cosine", "shortgpt", 1), ("angular", "gromov", num_remove)):
+        table, score_s = scored(estimator, "pooled", max_run)
+        tables[estimator] = table.to_dict()
+        t0 = time.perf_counter()
+        plan = select(table, num_remove, selector=selector)
+        rows.append(row(selector, plan, table, score_s, time.perf_counter() - t0, None))
+    rows.append(_random_row(total, num_remove, seed, evaluate, say))
+    n_subsets = math.comb(total, num_remove)
+    if 0 < n_subsets <= oracle_limit:
+        rows.append(_oracle_row(total, num_remove, evaluate, say))
+    else:
+        say(f"oracle skipped: C({total}, {num_remove}) = {n_subsets} subsets > oracle_limit={oracle_limit}")
+    settings = {"num_blocks": total, "num_remove": num_remove, "seq_len": seq_len, "stride": stride,
+                "calibration_shape": list(calibration.shape), "variants": [list(v) for v in variants],
+                "tasks": tasks, "limit": limit, "oracle_limit": oracle_limit, "subsets": n_subsets, "seed": seed,
+                "eval_texts": {k: int(v.numel()) for k, v in eval_ids.items()},
+                "oracle_criterion": next(iter(eval_ids))}
+    return CompareResult(rows=rows, baseline=baseline, tables=tables, settings=settings)
+
+
+def _first(ppl: dict) -> float:
+    return next(iter(ppl.values()))
+
+
+def _random_row(total, num_remove, seed, evaluate, say) -> CompareRow:
+    t0 = time.perf_counter()
+    removed = sorted(int(b) for b in np.random.default_rng(seed).choice(total, size=num_remove, replace=False))
+    select_s = time.perf_counter() - t0
+    ppl, acc = evaluate(removed)
+    say(f"{'random':<36} removes {removed}  perplexity {_first(ppl):.4f}")
+    return CompareRow(method=f"random(seed={seed})", selector="random", estimator=None, reduction=None,
+                      removed=removed, perplexity=ppl, tasks=acc, select_s=select_s)
+
+
+def _oracle_row(total, num_remove, evaluate, say) -> CompareRow:
+    t0 = time.perf_counter()
+    best, best_ppl, n = None, math.inf, 0
+    for subset in itertools.combinations(range(total), num_remove):
+        ppl = _first(evaluate(subset)[0])
+        n += 1
+        if ppl < best_ppl:  # strict: ties keep the lexicographically first subset
+            best, best_ppl = list(subset), ppl
+    ppl, acc = evaluate(best)
+    say(f"{'oracle':<36} removes {best}  perplexity {best_ppl:.4f} ({n} subsets)")
+    return CompareRow(method="oracle", selector="exhaustive_perplexity", estimator=None, reduction=None,
+                      removed=best, perplexity=ppl, tasks=acc, select_s=time.perf_counter() - t0, evaluations=n)
+
+
+def to_markdown(result: CompareResult) -> str:
+    """The comparison as a Markdown table (one row per selector, the unpruned model first)."""
+    texts = list(result.baseline.perplexity)
+    task_names = list(result.baseline.tasks)
+    head = (["method", "removed"] + [f"ppl {Path(t).name}" for t in texts] + [f"acc {t}" for t in task_names]
+            + ["score s", "select s", "evaluations", "damage"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in [result.baseline] + result.rows:
+        cells = [r.method, str(r.removed)] + [f"{r.perplexity[t]:.4f}" for t in texts]
+        cells += [f"{r.tasks.get(t, float('nan')):.4f}" for t in task_names]
+        cells += [f"{r.score_s:.2f}", f"{r.select_s:.4f}", str(r.evaluations),
+                  "" if r.objective is None else f"{r.objective:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    s = result.settings
+    lines.append("")
+    lines.append(f"{s['num_blocks']} blocks, {s['num_remove']} removed; calibration {s['calibration_shape']} tokens; "
+                 f"perplexity seq_len {s['seq_len']}"
+                 + ("" if s["stride"] is None else f", stride {s['stride']}")
+                 + f"; oracle criterion: {Path(s['oracle_criterion']).name}. "
+                 "damage = sum over removed runs of 1 - normalised score, under the row's own table.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: CompareResult, path: str | Path) -> Path:
+    """Bar chart of each row's perplexity on the first evaluation text (log scale), unpruned as a line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    text = next(iter(result.baseline.perplexity))
+    labels = [r.method for r in result.rows]
+    values = [r.perplexity[text] for r in result.rows]
+    colours = ["tab:blue" if r.selector == "fast_block_select" else
+               "tab:green" if r.selector in ("optimal", "greedy") else
+               "tab:red" if r.selector == "exhaustive_perplexity" else "tab:gray" for r in result.rows]
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(labels) + 1.5), dpi=90)
+    y = np.arange(len(labels))
+    ax.barh(y, values, color=colours)
+    ax.axvline(result.baseline.perplexity[text], color="black", linestyle="--", linewidth=1, label="unpruned")
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel(f"perplexity on {Path(text).name} (log scale)")
+    ax.set_title(f"{result.settings['num_remove']} of {result.settings['num_blocks']} blocks removed", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    p = Path(path)
+    fig.savefig(p)
+    plt.close(fig)
+    return p
+
+
+def write_outputs(result: CompareResult, out_dir: str | Path, *, extra: dict | None = None,
+                  overwrite: bool = False) -> dict[str, Path]:
+    """Write ``compare.md``, ``compare.json`` and ``compare.png`` into ``out_dir``.
+
+    Raises
+    ------
+    ValueError
+        When ``out_dir`` already holds a comparison and ``overwrite`` is False.
+    """
+    from .eval_cli import write_json
+    out = Path(out_dir)
+    names = {"markdown": out / "compare.md", "json": out / "compare.json", "plot": out / "compare.png"}
+    existing = [str(p) for p in names.values() if p.exists()]
+    if existing and not overwrite:
+        raise ValueError(f"{out} already holds {', '.join(existing)}; pass --overwrite or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    names["markdown"].write_text(to_markdown(result), encoding="utf-8")
+    write_json(names["json"], {**result.to_dict(), **(extra or {})})
+    plot(result, names["plot"])
+    return names
+
+
+def compare_cli(args) -> int:
+    """``miprun compare`` from parsed arguments (see :func:`miprun.eval_cli.register`)."""
+    from .calibrate import load_calibration
+    from .eval_cli import load, versions
+    from .evaluate import default_seq_len, read_text, tokenize_text
+
+    variants = parse_variants(args.estimators)
+    texts = args.eval_text or [args.calib]
+    for t in texts:
+        if not Path(t).is_file():
+            raise ValueError(f"evaluation text {t} is not a file; pass --eval-text PATH")
+    out_dir = Path(args.out) if args.out else Path.cwd() / f"compare-{Path(str(args.model)).name}"
+    if (out_dir / "compare.json").exists() and not args.overwrite:
+        raise ValueError(f"{out_dir} already holds compare.json; pass --overwrite or choose another --out")
+    if args.tasks:
+        from .zeroshot import resolve_data_dir, resolve_task_names
+        if any(n.startswith("miprun_") for n in resolve_task_names(args.tasks)):
+            resolve_data_dir(args.data_dir)
+    model, tokenizer = load(args)
+    seq_len = args.seq_len or default_seq_len(model)
+    calib_len = args.calib_seq_len or seq_len
+    ids = load_calibration(args.calib, tokenizer, n_samples=args.n_samples, seq_len=calib_len, seed=args.seed)
+    eval_ids = {str(t): tokenize_text(read_text(t), tokenizer) for t in texts}
+    log = None if args.quiet else print
+    if not args.eval_text and log:
+        log(f"note: no --eval-text; perplexity is measured on the calibration file {args.calib} (not held out)")
+    result = compare(model, tokenizer, ids, args.num_blocks, eval_ids=eval_ids, seq_len=seq_len, stride=args.stride,
+                     ppl_batch_size=args.ppl_batch_size, variants=variants, tasks=args.tasks, limit=args.limit,
+                     data_dir=args.data_dir, task_batch_size=args.task_batch_size, oracle_limit=args.oracle_limit,
+                     seed=args.seed, max_samples=args.max_samples, batch_size=args.batch_size, log=log)
+    result.settings.update({"model": str(args.model), "calibration": str(args.calib),
+                            "held_out": bool(args.eval_text)})
+    paths = write_outputs(result, out_dir, extra={"versions": versions()}, overwrite=args.overwrite)
+    print(to_markdown(result))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

@@ -1,0 +1,129 @@
+"""``compare``: every selector on one model and calibration, each pruned model evaluated the same way."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+
+import pytest
+import torch
+from eval_tiny import random_text, tiny_llama, word_tokenizer
+
+from miprun.cli import main
+from miprun.compare import compare, parse_variants, to_markdown, write_outputs
+from miprun.evaluate import perplexity
+from miprun.select import select
+from miprun.surgery import remove_blocks
+from miprun.table import ScoreTable
+
+VARIANTS = (("hist", "pooled"), ("gaussian", "per_dim"))
+
+
+@pytest.fixture(scope="module")
+def compared():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see conftest.py; a module fixture runs outside the per-test setting
+    model = tiny_llama(layers=5, seed=4)
+    g = torch.Generator().manual_seed(1)
+    calib = torch.randint(0, 64, (4, 32), generator=g)
+    eval_ids = {"held_out": torch.randint(0, 64, (200,), generator=g)}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = compare(model, None, calib, 2, eval_ids=eval_ids, seq_len=40, variants=VARIANTS, seed=3)
+    torch.set_num_threads(threads)
+    return model, calib, eval_ids, before, result
+
+
+def _independent_ppl(model, removed, ids):
+    return perplexity(remove_blocks(copy.deepcopy(model), removed), ids, seq_len=40).perplexity
+
+
+def test_every_selector_has_a_valid_row(compared):
+    model, _, _, before, result = compared
+    methods = [r.method for r in result.rows]
+    for est, red in VARIANTS:
+        for sel in ("fast_block_select", "optimal", "greedy"):
+            assert f"{sel}[{est}/{red}]" in methods
+    assert {"shortgpt", "gromov", "random(seed=3)", "oracle"} <= set(methods)
+    for r in result.rows:
+        assert len(r.removed) == 2 == len(set(r.removed)) and all(0 <= b < 5 for b in r.removed)
+    # the input model is untouched
+    assert len(model.model.layers) == 5
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_plans_come_from_the_recorded_tables(compared):
+    _, _, _, _, result = compared
+    for r in result.rows:
+        if r.selector in ("fast_block_select", "optimal", "greedy"):
+            table = ScoreTable.from_dict(result.tables[f"{r.estimator}/{r.reduction}"])
+            plan = select(table, 2, selector=r.selector)
+            assert plan.removed == r.removed and plan.evaluations == r.evaluations
+            assert plan.objective == pytest.approx(r.objective)
+
+
+def test_perplexities_are_measured_the_same_way_for_all(compared):
+    model, _, eval_ids, _, result = compared
+    ids = eval_ids["held_out"]
+    for r in result.rows[:3] + result.rows[-3:]:
+        assert r.perplexity["held_out"] == pytest.approx(_independent_ppl(model, r.removed, ids), rel=1e-9)
+    assert result.baseline.perplexity["held_out"] == pytest.approx(perplexity(model, ids, seq_len=40).perplexity)
+
+
+def test_oracle_is_the_best_subset(compared):
+    model, _, eval_ids, _, result = compared
+    oracle = next(r for r in result.rows if r.method == "oracle")
+    assert oracle.evaluations == 10  # C(5, 2)
+    every = {s: _independent_ppl(model, list(s), eval_ids["held_out"]) for s in itertools.combinations(range(5), 2)}
+    assert tuple(oracle.removed) == min(every, key=every.get)
+    assert all(oracle.perplexity["held_out"] <= r.perplexity["held_out"] for r in result.rows)
+
+
+def test_outputs_written_and_not_overwritten(compared, tmp_path):
+    *_, result = compared
+    paths = write_outputs(result, tmp_path / "cmp")
+    md = paths["markdown"].read_text()
+    assert md.count("\n| ") == len(result.rows) + 1  # one line per row plus the unpruned model
+    data = json.loads(paths["json"].read_text())
+    assert [r["method"] for r in data["rows"]] == [r.method for r in result.rows]
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="--overwrite"):
+        write_outputs(result, tmp_path / "cmp")
+    write_outputs(result, tmp_path / "cmp", overwrite=True)
+    assert to_markdown(result) == paths["markdown"].read_text()
+
+
+def test_oracle_skipped_above_the_limit():
+    model = tiny_llama(layers=4, seed=1)
+    g = torch.Generator().manual_seed(0)
+    result = compare(model, None, torch.randint(0, 64, (2, 16), generator=g), 1,
+                     eval_ids={"t": torch.randint(0, 64, (64,), generator=g)}, seq_len=32,
+                     variants=(("gaussian", "pooled"),), oracle_limit=3)
+    assert "oracle" not in [r.method for r in result.rows] and result.settings["subsets"] == 4
+
+
+def test_parse_variants():
+    assert parse_variants("hist:per_dim, ksg:projection,gaussian") == \
+        (("hist", "per_dim"), ("ksg", "projection"), ("gaussian", "pooled"))
+    assert len(parse_variants(None)) == 7
+    for bad in ("cosine:pooled", "hist:projection", ","):
+        with pytest.raises(ValueError):
+            parse_variants(bad)
+
+
+def test_compare_command(tmp_path, capsys):
+    tok = word_tokenizer()
+    model = tiny_llama(layers=4, vocab=len(tok), seed=2)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    calib, held = tmp_path / "calib.txt", tmp_path / "held.txt"
+    calib.write_text(random_text(600, seed=5))
+    held.write_text(random_text(300, seed=6))
+    argv = ["compare", str(tmp_path / "m"), "--num-blocks", "1", "--calib", str(calib), "--eval-text", str(held),
+            "--n-samples", "4", "--calib-seq-len", "32", "--seq-len", "64", "--estimators", "gaussian:pooled",
+            "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert data["settings"]["held_out"] is True and len(data["rows"]) == 3 + 2 + 1 + 1  # oracle: C(4,1)=4 <= 64
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main(argv[:-1] + ["--estimators", "cosine", "--overwrite"]) == 2
