@@ -1,6 +1,6 @@
 """Calibration tokens: read documents, tokenise, pack into windows, draw a seeded sample.
 
-A source is a ``.txt`` file (documents separated by ``<|endoftext|>`` when the marker is
+A source is a plain-text file (``.txt``, or WikiText's ``.raw``/``.tokens``; documents separated by ``<|endoftext|>`` when the marker is
 present, else the whole file is one document), a ``.json`` file (a list of records or
 strings) or ``.jsonl`` file (one record per line), a folder of such files, or - when the
 ``datasets`` library is installed and the data is cached locally - a dataset name such as
@@ -17,7 +17,9 @@ from typing import Iterable, Iterator
 
 import torch
 
-TEXT_SUFFIXES = (".txt", ".json", ".jsonl")
+# .raw and .tokens are WikiText's plain-text files
+PLAIN_SUFFIXES = (".txt", ".raw", ".tokens")
+TEXT_SUFFIXES = PLAIN_SUFFIXES + (".json", ".jsonl")
 DOC_SEPARATOR = "<|endoftext|>"
 # Tokenising stops once the stream holds this many times the tokens the sample needs:
 # plenty of distinct windows to draw from, without tokenising a whole large corpus.
@@ -33,7 +35,7 @@ def load_calibration(source, tokenizer, *, n_samples: int = 128, seq_len: int = 
     Parameters
     ----------
     source : str or Path
-        A ``.txt``, ``.json`` or ``.jsonl`` file, a folder of such files, or a locally
+        A ``.txt`` (or ``.raw``/``.tokens``), ``.json`` or ``.jsonl`` file, a folder of such files, or a locally
         cached ``datasets`` name (``name`` or ``name:config``; split ``train``).
     tokenizer : transformers tokenizer
         Used without special tokens; documents are joined with its EOS token (its BOS or
@@ -124,7 +126,7 @@ def _read_file(path: Path) -> list[str]:
         raise ValueError(f"calibration file {path} has an unsupported type {suffix!r}; "
                          f"use one of {', '.join(TEXT_SUFFIXES)} or a folder of them")
     text = path.read_text(encoding="utf-8", errors="replace")
-    if suffix == ".txt":
+    if suffix in PLAIN_SUFFIXES:
         return text.split(DOC_SEPARATOR) if DOC_SEPARATOR in text else [text]
     if suffix == ".jsonl":
         records = []

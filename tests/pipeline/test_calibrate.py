@@ -106,6 +106,10 @@ def test_real_text_with_the_stories_tokenizer():
     assert (ids == tok.eos_token_id).any()  # stories are separated by EOS
     alpaca = load_calibration(data_file("text/alpaca/alpaca_5000.json"), tok, n_samples=4, seq_len=64, seed=0)
     assert alpaca.shape == (4, 64)
+    wiki = data_file("text/wikitext-2-raw/wiki.valid.raw")  # WikiText's plain-text suffix
+    raw = load_calibration(wiki, tok, n_samples=4, seq_len=64, seed=0)
+    assert raw.shape == (4, 64)
+    assert not torch.equal(raw, alpaca)
 
 
 def test_dataset_names_go_to_the_datasets_library(monkeypatch):
