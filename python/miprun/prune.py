@@ -87,7 +87,7 @@ def _is_path(obj) -> bool:
 
 def prune(model, calibration, *, num_blocks: int | None = None, ratio: float | None = None,
           estimator: str | None = None, reduction: str = "pooled", selector: str = "fast_block_select",
-          out_dir=None, overwrite: bool = False, seed: int = 0, tokenizer=None, offload: bool = False,
+          out_dir=None, overwrite: bool = False, seed: int = 0, tokenizer=None, offload: bool | str = False,
           n_samples: int = 128, seq_len: int | None = None, max_run: int | None = None, bins="auto",
           binning: str = "quantile", k: int = 3, bias_correction: str | None = None,
           max_samples: int | None = None, skip_first: int = 0, batch_size: int = 8, device=None, dtype=None,
@@ -123,9 +123,10 @@ def prune(model, calibration, *, num_blocks: int | None = None, ratio: float | N
         Seeds the calibration windows and the estimator.
     tokenizer : transformers tokenizer, optional
         For a calibration text source and for saving; default the model's own.
-    offload : bool
+    offload : bool or "auto"
         Stream the weights block by block (models larger than memory); ``model`` must be a
-        local folder, and the checkpoint is written shard by shard.
+        local folder, and the checkpoint is written shard by shard. ``"auto"`` streams when
+        the model would not fit in the device's free memory.
     n_samples, seq_len
         Calibration windows: ``seq_len`` defaults to ``min(2048, max_position_embeddings)``.
     max_run : int, optional
@@ -161,6 +162,10 @@ def prune(model, calibration, *, num_blocks: int | None = None, ratio: float | N
     est = estimator_for(selector, estimator)
     from ._native import core
     core()  # the selectors run in the native core: say it is missing now, not after scoring
+    if offload == "auto":
+        from .stream import resolve_offload
+        offload = _is_path(model) and resolve_offload("auto", str(model), device=device, dtype=dtype,
+                                                      n_samples=n_samples, seq_len=seq_len or 2048)
     if offload and not _is_path(model):
         raise ValueError("offload=True streams weights from a checkpoint folder: pass the model's folder, "
                          "not a loaded model")

@@ -300,7 +300,7 @@ def score_blocks(model, calibration, *, estimator: str = "hist", reduction: str 
                  max_samples: int | None = None, seed: int = 0, skip_first: int = 0,
                  edge_tokens: int = DEFAULT_EDGE_TOKENS, projection_dim: int = DEFAULT_PROJECTION_DIM,
                  n_samples: int = 128, seq_len: int = 2048, calibration_seed: int = 0, batch_size: int = 8,
-                 device=None, dtype=None, offload: bool = False, progress: bool = True,
+                 device=None, dtype=None, offload: bool | str = False, progress: bool = True,
                  reducer: Reducer | None = None, token_offset: int = 0, total_tokens: int | None = None,
                  backend: str = "auto", trust_remote_code: bool = False) -> ScoreTable:
     """Score every run of up to ``max_run`` blocks of a model in one forward pass.
@@ -319,8 +319,10 @@ def score_blocks(model, calibration, *, estimator: str = "hist", reduction: str 
         removed) when given, else 1 (single blocks only).
     device, dtype
         Compute device and (for a model given by name) the dtype to load it in.
-    offload : bool
-        Stream the weights block by block from the checkpoint (for models larger than memory).
+    offload : bool or "auto"
+        Stream the weights block by block from the checkpoint (for models larger than
+        memory); ``"auto"`` streams when the model would not fit (see
+        :func:`miprun.stream.resolve_offload`).
     Other parameters are those of :func:`score_states`.
 
     Returns
@@ -334,6 +336,10 @@ def score_blocks(model, calibration, *, estimator: str = "hist", reduction: str 
     _check_options(estimator, reduction, bins, binning, k, bias_correction, max_samples, skip_first,
                    edge_tokens, backend)
     ids, calib_desc = resolve_calibration(calibration, n_samples=n_samples, seq_len=seq_len, seed=calibration_seed)
+    if offload == "auto":
+        from .stream import resolve_offload
+        offload = resolve_offload("auto", model, device=device, dtype=dtype, n_samples=int(ids.shape[0]),
+                                  seq_len=int(ids.shape[1]))
     if offload:
         if not isinstance(model, (str, bytes)) and not hasattr(model, "__fspath__"):
             raise ValueError("offload=True streams weights from a checkpoint folder: pass the model's folder, "
@@ -341,10 +347,17 @@ def score_blocks(model, calibration, *, estimator: str = "hist", reduction: str 
         folder = local_dir(model)
         if folder is None:
             raise ValueError(f"offload=True needs a local checkpoint folder, got hub id {model!r}; download it first")
-        num_blocks = num_blocks_of(load_config(folder, trust_remote_code=trust_remote_code))
+        config = load_config(folder, trust_remote_code=trust_remote_code)
+        num_blocks = num_blocks_of(config)
+        from .memory import window_bytes
         from .stream import iter_hidden_states_offload
+        text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0) or 0)
+        run = default_max_run(num_remove, num_blocks) if max_run is None else max_run
+        # the pre-flight memory check counts the score window too, not only the block
+        window = window_bytes(estimator, n_tokens=int(ids.numel()), hidden=hidden, max_run=run)
         states = iter_hidden_states_offload(folder, ids, device=device, dtype=dtype, batch_size=batch_size,
-                                            progress=progress)
+                                            progress=progress, window_bytes=window)
     else:
         if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
             from .models import load_model

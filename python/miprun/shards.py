@@ -1,0 +1,191 @@
+"""Write a pruned checkpoint shard by shard, without loading the model.
+
+Each input safetensors file becomes one output file holding the same tensors minus the
+removed blocks', with kept blocks renamed to their new indices (``model.layers.7.`` ->
+``model.layers.5.``). Only one shard's tensors are in memory at a time. The config is
+pruned with :func:`miprun.surgery.prune_config`, tokenizer and generation files are
+copied, and the folder appears only when complete (:func:`miprun.save.atomic_output_dir`).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from .checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
+from .memory import release_host_memory
+
+__all__ = ["write_pruned_checkpoint", "rename_map", "AUXILIARY_FILES"]
+
+#: Files copied next to the weights: tokenizer, generation settings, chat templates.
+AUXILIARY_FILES = (
+    "generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model",
+    "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
+    "chat_template.json", "chat_template.jinja",
+)
+
+
+def _checkpoint_prefix(checkpoint: Checkpoint, prefix: str) -> str:
+    """The block prefix as the checkpoint spells it: ``model.layers.`` or, saved from a base model, ``layers.``."""
+    if any(name.startswith(prefix) for name in checkpoint.tensors):
+        return prefix
+    short = prefix.split(".", 1)[1] if prefix.count(".") > 1 else prefix
+    if short != prefix and any(name.startswith(short) for name in checkpoint.tensors):
+        return short
+    raise ValueError(f"checkpoint {checkpoint.model_dir} has no tensors under {prefix!r}; it does not match its "
+                     "config.json's architecture")
+
+
+def rename_map(names: Sequence[str], prefix: str, kept_blocks: Sequence[int]) -> dict[str, str]:
+    """New names of the tensors that stay: kept blocks renumbered ``0..k-1``, the rest unchanged.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Checkpoint tensor names.
+    prefix : str
+        Block prefix as spelled in the checkpoint, e.g. ``"model.layers."``.
+    kept_blocks : sequence of int
+        Old indices of the kept blocks, ascending.
+
+    Returns
+    -------
+    dict
+        Old name -> new name; tensors of removed blocks are absent.
+    """
+    new_index = {old: new for new, old in enumerate(sorted(kept_blocks))}
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.(.*)", re.S)
+    out = {}
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m is None:
+            out[name] = name
+        elif int(m.group(1)) in new_index:
+            out[name] = f"{prefix}{new_index[int(m.group(1))]}.{m.group(2)}"
+    return out
+
+
+def _kept_blocks(removed_blocks: Sequence[int], num_blocks: int) -> list[int]:
+    removed = []
+    for b in removed_blocks:
+        if isinstance(b, bool) or not hasattr(b, "__index__"):
+            raise ValueError(f"removed_blocks must hold integer block indices, got {b!r}")
+        removed.append(operator.index(b))
+    if len(set(removed)) != len(removed):
+        raise ValueError(f"removed_blocks has duplicates: {sorted(removed)}")
+    bad = [b for b in removed if not 0 <= b < num_blocks]
+    if bad:
+        raise ValueError(f"removed_blocks {bad} are outside 0..{num_blocks - 1} (the model has {num_blocks} blocks)")
+    if len(removed) >= num_blocks:
+        raise ValueError(f"cannot remove {len(removed)} of {num_blocks} blocks: at least one block must stay")
+    gone = set(removed)
+    return [i for i in range(num_blocks) if i not in gone]
+
+
+def _shard_name(i: int, n: int) -> str:
+    return f"model-{i:05d}-of-{n:05d}.safetensors"
+
+
+def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *, report: dict | None = None,
+                            overwrite: bool = False, tokenizer_dir=None, plots: dict | None = None) -> Path:
+    """Write ``model_dir`` without ``removed_blocks`` to ``out_dir``, one shard in memory at a time.
+
+    The result loads with ``AutoModelForCausalLM.from_pretrained`` and holds the same
+    tensors as the in-memory surgery (:func:`miprun.surgery.remove_blocks` then
+    ``save_pretrained``) of the same blocks.
+
+    Parameters
+    ----------
+    model_dir : path
+        Input checkpoint folder (``config.json`` + safetensors, one file or sharded). Never modified.
+    removed_blocks : sequence of int
+        0-based indices of the blocks to remove.
+    out_dir : path
+        Output folder; created atomically (a temporary folder beside it, renamed when complete).
+    report : dict, optional
+        Written as ``report.json`` in the output.
+    overwrite : bool
+        Replace an existing ``out_dir`` (otherwise it is refused).
+    tokenizer_dir : path, optional
+        Where the tokenizer files are (default ``model_dir``).
+    plots : mapping of file name to callable or bytes, optional
+        As in :func:`miprun.save.save_pruned`: each callable writes its file at the path it is given.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+
+    Raises
+    ------
+    FileNotFoundError
+        Missing folder, config or shard.
+    ValueError
+        Bad block indices, unsupported architecture, ``out_dir`` refused (exists, or inside the input).
+    """
+    from transformers import AutoConfig
+
+    from .save import atomic_output_dir, check_output_dir, write_json
+    from .surgery import block_prefix, prune_config
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists():
+        raise FileNotFoundError(f"{model_dir} has no config.json; expected a Hugging Face model folder")
+    checkpoint = Checkpoint(model_dir)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    kept = _kept_blocks(removed_blocks, int(text_config.num_hidden_layers))
+    prefix = _checkpoint_prefix(checkpoint, block_prefix(config))
+    renames = rename_map(list(checkpoint.tensors), prefix, kept)
+    check_output_dir(out_dir, overwrite=overwrite, source_dir=model_dir)
+    prune_config(config, kept)
+    tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else model_dir
+
+    # Input files that still hold a tensor, in order; each becomes one output file.
+    files = [f for f in checkpoint.files if any(checkpoint.tensors[n].file == f for n in renames)]
+    sharded = (model_dir / INDEX_NAME).exists()
+    out_names = {f: (_shard_name(i + 1, len(files)) if sharded else SINGLE_NAME) for i, f in enumerate(files)}
+
+    with atomic_output_dir(out_dir, overwrite=overwrite, source_dir=model_dir) as tmp:
+        tmp = Path(tmp)
+        weight_map: dict[str, str] = {}
+        total = 0
+        for f in files:
+            names = [n for n in renames if checkpoint.tensors[n].file == f]
+            tensors = checkpoint.load(names)
+            shard = {renames[n]: tensors.pop(n) for n in names}
+            metadata = dict(checkpoint.file_metadata.get(f) or {})
+            metadata.setdefault("format", "pt")
+            save_file(shard, str(tmp / out_names[f]), metadata=metadata)
+            for new in shard:
+                weight_map[new] = out_names[f]
+            total += sum(checkpoint.tensors[n].nbytes for n in names)
+            del shard, tensors
+            release_host_memory()  # or freed shards pile up in the C heap
+        if sharded:
+            meta = {k: v for k, v in checkpoint.index_metadata.items() if k != "total_size"}
+            meta["total_size"] = total
+            if "total_parameters" in meta:
+                meta["total_parameters"] = sum(checkpoint.tensors[n].numel for n in renames)
+            index = {"metadata": meta, "weight_map": dict(sorted(weight_map.items()))}
+            (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+        config.save_pretrained(tmp)
+        for name in AUXILIARY_FILES:
+            src = tokenizer_dir / name if name != "generation_config.json" else model_dir / name
+            if src.exists():
+                shutil.copy2(src, tmp / name)
+        if report is not None:
+            write_json(tmp / "report.json", report)
+        for name, plot in (plots or {}).items():
+            if isinstance(plot, (bytes, bytearray)):
+                (tmp / name).write_bytes(plot)
+            else:
+                plot(tmp / name)
+        Checkpoint(tmp)  # the written headers and index agree, or this raises before the rename
+    return Path(out_dir)

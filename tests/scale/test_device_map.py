@@ -1,0 +1,35 @@
+"""Layer-by-layer states of a model dispatched with an accelerate device map (CPU and disk offload here)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from miprun.device_map import execution_device, iter_hidden_states_device_map, load_with_device_map
+from miprun.layerwise import iter_hidden_states
+from miprun.surgery import find_blocks
+from scale_tiny import calibration_ids, save_sharded, tiny_model
+
+# Blocks 1 and 3 live on disk and are paged in by accelerate's hooks for their turn; the rest on the CPU.
+SPLIT_MAP = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+             "model.layers.1": "disk", "model.layers.2": "cpu", "model.layers.3": "disk",
+             "model.layers.4": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
+
+
+@pytest.mark.parametrize("device_map", ["auto", SPLIT_MAP], ids=["auto", "cpu+disk"])
+def test_device_map_states_equal_in_memory(tmp_path, device_map):
+    model = tiny_model("llama")
+    folder = save_sharded(model, tmp_path / "m")
+    ids = calibration_ids(5, 12, seed=5)
+    ref = list(iter_hidden_states(model, ids, batch_size=2, progress=False))
+    dispatched = load_with_device_map(folder, device_map=device_map, offload_folder=tmp_path / "offload",
+                                      attn_implementation="eager")
+    if isinstance(device_map, dict):
+        blocks = find_blocks(dispatched)[0]
+        # The disk blocks hold no weights between calls; they compute on the CPU.
+        assert all(p.is_meta for p in blocks[1].parameters())
+        assert execution_device(blocks[1]) == torch.device("cpu")
+    got = list(iter_hidden_states_device_map(dispatched, ids, batch_size=2, progress=False))
+    assert [b for b, _ in got] == list(range(6))
+    for (b, r), (_, g) in zip(ref, got):
+        assert torch.equal(g, r), f"state {b} differs by {(g - r).abs().max().item()}"

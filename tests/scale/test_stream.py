@@ -1,0 +1,187 @@
+"""Streaming (offload) hidden states: identical to the in-memory path, one block resident, checks up front."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from miprun import stream
+from miprun.checkpoint import Checkpoint
+from miprun.layerwise import iter_hidden_states
+from miprun.memory import PreflightError
+from miprun.stream import iter_hidden_states_offload, prepare_offload
+from scale_tiny import MODEL_TYPES, calibration_ids, save_sharded, tiny_model
+from support import STORIES, requires_stories
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_offload_states_equal_in_memory(tmp_path, model_type):
+    # Sharded into many small files so that blocks straddle shards; 5 samples in batches of 2
+    # leave a short last batch. Same weights, same ops in the same order: exact equality.
+    model = tiny_model(model_type)
+    folder = save_sharded(model, tmp_path / "m")
+    assert len(list(folder.glob("*.safetensors"))) > 3
+    ids = calibration_ids(5, 12)
+    ref = list(iter_hidden_states(model, ids, batch_size=2, progress=False))
+    got = list(iter_hidden_states_offload(folder, ids, batch_size=2, progress=False, device="cpu",
+                                          attn_implementation="eager"))
+    assert [b for b, _ in got] == list(range(model.config.num_hidden_layers + 1))
+    for (b, r), (_, g) in zip(ref, got):
+        assert g.shape == r.shape == (5, 12, r.shape[-1])
+        assert torch.equal(g, r), f"{model_type}: state {b} differs by {(g - r).abs().max().item()}"
+
+
+def test_offload_bf16_checkpoint_in_its_dtype_and_upcast(tmp_path):
+    # Default dtype: the checkpoint's (bf16). dtype="float32" upcasts every weight as it is
+    # read, as from_pretrained(dtype=float32) does at load. Both exact.
+    from transformers import AutoModelForCausalLM
+
+    folder = save_sharded(tiny_model("llama", dtype=torch.bfloat16), tmp_path / "m")
+    ids = calibration_ids(4, 10, seed=1)
+    for dtype in (None, torch.float32):
+        loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.bfloat16,
+                                                      attn_implementation="eager").eval()
+        ref = list(iter_hidden_states(loaded, ids, batch_size=3, progress=False))
+        got = list(iter_hidden_states_offload(folder, ids, dtype=dtype, batch_size=3, progress=False, device="cpu",
+                                              attn_implementation="eager"))
+        for (b, r), (_, g) in zip(ref, got):
+            assert g.dtype == (dtype or torch.bfloat16)
+            assert torch.equal(g, r), f"dtype {dtype}: state {b}"
+
+
+@requires_stories
+def test_offload_stories_matches_hf_hidden_states():
+    # An independent reference: HF's own output_hidden_states (h_0..h_{T-1}) and the input of
+    # the final norm (h_T, which output_hidden_states replaces by the normed state).
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(STORIES).eval()
+    ids = calibration_ids(3, 24, seed=3) % model.config.vocab_size
+    captured = {}
+    handle = model.model.norm.register_forward_pre_hook(lambda m, a: captured.setdefault("h_T", a[0]))
+    with torch.no_grad():
+        hidden = model(ids, output_hidden_states=True, use_cache=False).hidden_states
+    handle.remove()
+    got = dict(iter_hidden_states_offload(STORIES, ids, batch_size=3, progress=False, device="cpu"))
+    num_blocks = model.config.num_hidden_layers
+    assert sorted(got) == list(range(num_blocks + 1))
+    for b in range(num_blocks):
+        torch.testing.assert_close(got[b], hidden[b], rtol=0, atol=0)
+    torch.testing.assert_close(got[num_blocks], captured["h_T"], rtol=0, atol=0)
+
+
+def test_only_one_block_is_resident(tmp_path, monkeypatch):
+    model = tiny_model("llama", num_blocks=6)
+    folder = save_sharded(model, tmp_path / "m")
+    reads = []
+    real_load = Checkpoint.load
+
+    def counting_load(self, names, **kw):
+        names = list(names)
+        reads.append(names)
+        return real_load(self, names, **kw)
+
+    monkeypatch.setattr(Checkpoint, "load", counting_load)
+    plan_blocks = {}
+    real_run = stream.run_block
+
+    def watching_run(block, h, calls):
+        blocks = plan_blocks["blocks"]
+        resident = [i for i, b in enumerate(blocks) if any(not p.is_meta for p in b.parameters())]
+        assert resident == [i for i, b in enumerate(blocks) if b is block], resident
+        return real_run(block, h, calls)
+
+    monkeypatch.setattr(stream, "run_block", watching_run)
+    real_prepare = stream.prepare_offload
+
+    def keep_plan(*a, **kw):
+        plan = real_prepare(*a, **kw)
+        plan_blocks["blocks"] = plan.blocks
+        plan_blocks["model"] = plan.model
+        return plan
+
+    monkeypatch.setattr(stream, "prepare_offload", keep_plan)
+    for b, _h in iter_hidden_states_offload(folder, calibration_ids(), batch_size=2, progress=False, device="cpu"):
+        # Between states nothing but computed buffers is real: the embedding and every block are freed.
+        real = [n for n, p in plan_blocks["model"].named_parameters() if not p.is_meta]
+        assert real == [], f"after state {b}: {real}"
+    # One read for the head (no block tensors), then exactly block i's tensors for block i.
+    assert not any(".layers." in n for n in reads[0])
+    for i, names in enumerate(reads[1:]):
+        assert names and all(n.startswith(f"model.layers.{i}.") for n in names), (i, names[:3])
+    assert len(reads) == 1 + 6
+
+
+# ----------------------------------------------------------------------------- pre-flight checks
+@pytest.fixture
+def no_weight_reads(monkeypatch):
+    """Fail the test if any weight is read: every check must come before the long work."""
+    def refuse(self, names, **kw):
+        raise AssertionError("a weight was read before the pre-flight checks finished")
+    monkeypatch.setattr(Checkpoint, "load", refuse)
+
+
+def test_missing_shard_file_is_reported_before_work(tmp_path, no_weight_reads):
+    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    victim = sorted(set(index["weight_map"].values()))[2]
+    (folder / victim).unlink()
+    with pytest.raises(FileNotFoundError, match=victim):
+        iter_hidden_states_offload(folder, calibration_ids(), progress=False, device="cpu")
+
+
+def test_missing_block_tensor_is_reported(tmp_path, no_weight_reads, monkeypatch):
+    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    victim = "model.layers.3.mlp.down_proj.weight"
+    shard = folder / index["weight_map"].pop(victim)
+    monkeypatch.undo()  # rewriting the shard needs a real read
+    tensors = load_file(shard)
+    del tensors[victim]
+    save_file(tensors, shard, metadata={"format": "pt"})
+    index_path.write_text(json.dumps(index))
+    monkeypatch.setattr(Checkpoint, "load", lambda *a, **k: pytest.fail("weights read before the checks"))
+    with pytest.raises(ValueError, match=r"model\.layers\.3\.mlp\.down_proj\.weight"):
+        iter_hidden_states_offload(folder, calibration_ids(), progress=False, device="cpu")
+
+
+def test_index_naming_an_absent_tensor_is_reported(tmp_path, no_weight_reads):
+    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    first_file = next(iter(index["weight_map"].values()))
+    index["weight_map"]["model.layers.0.extra.weight"] = first_file
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.extra\.weight"):
+        iter_hidden_states_offload(folder, calibration_ids(), progress=False, device="cpu")
+
+
+def test_dtype_the_device_cannot_run_is_reported(tmp_path, no_weight_reads):
+    # CPU kernels do not implement float8 matmul/softmax: found by a tiny op, not a table.
+    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    with pytest.raises(PreflightError, match="float8_e4m3fn"):
+        iter_hidden_states_offload(folder, calibration_ids(), dtype=torch.float8_e4m3fn, progress=False,
+                                   device="cpu")
+
+
+def test_too_little_memory_is_reported_with_the_numbers(tmp_path, no_weight_reads):
+    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    with pytest.raises(PreflightError, match=r"GiB.*one block.*only .* GiB is free"):
+        prepare_offload(folder, n_samples=5, seq_len=12, device="cpu", available_bytes=10_000)
+    # With enough memory the same plan passes and still has read no weight.
+    plan = prepare_offload(folder, n_samples=5, seq_len=12, device="cpu", available_bytes=10 ** 9)
+    assert plan.num_blocks == 5
+
+
+def test_bad_inputs_are_refused(tmp_path):
+    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    with pytest.raises(ValueError, match="n_samples, seq_len"):
+        iter_hidden_states_offload(folder, torch.arange(10), progress=False, device="cpu")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        iter_hidden_states_offload(tmp_path / "nowhere", calibration_ids(), progress=False, device="cpu")
+    with pytest.raises(ValueError, match="batch_size"):
+        iter_hidden_states_offload(folder, calibration_ids(), batch_size=0, progress=False, device="cpu")
