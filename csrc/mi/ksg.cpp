@@ -1,0 +1,327 @@
+#include "mi/ksg.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mi/columns.hpp"
+#include "mi/parallel.hpp"
+#include "mi/radix_sort.hpp"
+
+namespace miprun::mi {
+
+double digamma(double x) {
+  if (x == 0.0) return -std::numeric_limits<double>::infinity();  // as torch.special.digamma(0)
+  double shift = 0.0;
+  while (x < 10.0) {
+    shift -= 1.0 / x;
+    x += 1.0;
+  }
+  // psi(x) ~ log x - 1/(2x) - sum_n B_2n / (2n x^2n); at x >= 10 the terms kept reach 1e-16
+  const double r = 1.0 / (x * x);
+  const double series =
+      r * (1.0 / 12 - r * (1.0 / 120 - r * (1.0 / 252 - r * (1.0 / 240 - r * (1.0 / 132 - r * (691.0 / 32760 - r / 12))))));
+  return shift + std::log(x) - 0.5 / x - series;
+}
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+// Points per unit of parallel work; partial sums are kept per chunk and added in order, so
+// the result does not depend on the number of threads.
+constexpr std::size_t kChunk = 512;
+
+void check_ksg(std::size_t m, int k) {
+  if (k < 1) throw std::invalid_argument("k must be a positive int, got " + std::to_string(k));
+  if (m < static_cast<std::size_t>(k) + 1)
+    throw std::invalid_argument("KSG with k=" + std::to_string(k) + " needs at least " + std::to_string(k + 1) +
+                                " samples, got " + std::to_string(m));
+}
+
+// Keep the k smallest distances seen, ascending in best[0..k); best[k-1] is the k-th.
+inline void offer(double* best, int k, double d) {
+  int pos = k - 1;
+  while (pos > 0 && best[pos - 1] > d) {
+    best[pos] = best[pos - 1];
+    --pos;
+  }
+  best[pos] = d;
+}
+
+// Number of j in 1..limit with gap(j) < eps, for gap non-decreasing in j. The search
+// starts at `guess` and gallops from there, so a good guess costs a few probes near the
+// answer; the last stretch is a branch-free binary search (a conditional move per step).
+template <class Gap>
+std::size_t count_below(Gap gap, std::size_t limit, double eps, std::size_t guess) {
+  if (limit == 0) return 0;
+  std::size_t in = 0, out = limit + 1;  // gap(in) < eps (in = 0: nothing yet), gap(out) >= eps
+  const std::size_t g = std::clamp<std::size_t>(guess, 1, limit);
+  if (gap(g) < eps) {
+    in = g;
+    for (std::size_t step = 1; in + step <= limit; step <<= 1) {
+      if (!(gap(in + step) < eps)) {
+        out = in + step;
+        break;
+      }
+      in += step;
+    }
+  } else {
+    out = g;
+    for (std::size_t step = 1; step < out - in; step <<= 1) {
+      if (gap(out - step) < eps) {
+        in = out - step;
+        break;
+      }
+      out -= step;
+    }
+  }
+  // the first j with gap(j) >= eps lies in [in + 1, out]
+  std::size_t base = in + 1, len = out - base;
+  if (len == 0) return in;
+  while (len > 1) {
+    const std::size_t half = len / 2;
+    base = gap(base + half - 1) < eps ? base + half : base;
+    len -= half;
+  }
+  return (gap(base) < eps ? base + 1 : base) - 1;
+}
+
+// Points each side used to estimate the local density of the sorted values around p.
+constexpr std::size_t kDensitySpan = 16;
+
+// Number of q with |s[q] - s[p]| < eps in the sorted s: (m,), p included. The search on
+// each side starts where the local density says the boundary should be. Differences are
+// formed as s[q] - s[p], the same rounding as |x_i - x_j| in the reference.
+std::size_t count_within(const double* s, std::size_t m, std::size_t p, double eps) {
+  if (!(eps > 0.0)) return 0;
+  const double c = s[p];
+  const std::size_t a = p >= kDensitySpan ? p - kDensitySpan : 0, b = std::min(m - 1, p + kDensitySpan);
+  const double span = s[b] - s[a];
+  const double expected = span > 0.0 ? eps * static_cast<double>(b - a) / span : 1.0;
+  const std::size_t guess = expected < static_cast<double>(m) ? static_cast<std::size_t>(expected) + 1 : m;
+  const std::size_t right = count_below([s, p, c](std::size_t j) { return s[p + j] - c; }, m - 1 - p, eps, guess);
+  const std::size_t left = count_below([s, p, c](std::size_t j) { return c - s[p - j]; }, p, eps, guess);
+  return 1 + left + right;
+}
+
+struct ValueIndex {
+  double v;
+  std::uint32_t i;
+};
+
+struct Point {
+  double y, x;
+};
+
+// Points cut into slabs of `width` consecutive points in x order, each slab sorted by y.
+// A neighbour search visits the slabs near the query in x and, inside each, only the
+// points near it in y, so its cost follows the local density whatever the data's scale
+// or tails (slabs hold equal counts, not equal widths).
+struct Slabs {
+  std::size_t width = 1;
+  std::vector<Point> pts;               // slab after slab, each sorted by (y, index)
+  std::vector<double> x_first, x_last;  // x range of each slab
+  std::vector<std::uint32_t> slot;      // position in pts of the point of x rank p
+};
+
+Slabs build_slabs(const double* px, const double* py, std::size_t m, int k) {
+  Slabs s;
+  // about sqrt(m k) points per slab balances slabs visited against points scanned
+  s.width = std::max<std::size_t>(16, static_cast<std::size_t>(std::sqrt(static_cast<double>(m) * k)));
+  const std::size_t n_slabs = (m + s.width - 1) / s.width;
+  s.pts.resize(m);
+  s.slot.resize(m);
+  s.x_first.resize(n_slabs);
+  s.x_last.resize(n_slabs);
+  std::vector<ValueIndex> vi;
+  for (std::size_t b = 0; b < n_slabs; ++b) {
+    const std::size_t a = b * s.width, e = std::min(m, a + s.width);
+    s.x_first[b] = px[a];
+    s.x_last[b] = px[e - 1];
+    vi.resize(e - a);
+    for (std::size_t p = a; p < e; ++p) vi[p - a] = {py[p], static_cast<std::uint32_t>(p)};
+    std::sort(vi.begin(), vi.end(), [](const ValueIndex& u, const ValueIndex& v) { return u.v < v.v || (u.v == v.v && u.i < v.i); });
+    for (std::size_t r = 0; r < vi.size(); ++r) {
+      s.pts[a + r] = {vi[r].v, px[vi[r].i]};
+      s.slot[vi[r].i] = static_cast<std::uint32_t>(a + r);
+    }
+  }
+  return s;
+}
+
+// Offer the points pts[j], j = from, from+1, ... < to (up) or j = from, from-1, ... >= to
+// (down), stopping once the y gap alone reaches the current k-th distance.
+inline void scan_up(const Point* pts, std::size_t from, std::size_t to, double cx, double cy, double* best, int k) {
+  for (std::size_t j = from; j < to; ++j) {
+    const double dy = pts[j].y - cy;
+    if (dy >= best[k - 1]) break;
+    const double d = std::max(dy, std::fabs(pts[j].x - cx));
+    if (d < best[k - 1]) offer(best, k, d);
+  }
+}
+inline void scan_down(const Point* pts, std::size_t from, std::size_t to, double cx, double cy, double* best, int k) {
+  for (std::size_t j = from; j-- > to;) {
+    const double dy = cy - pts[j].y;
+    if (dy >= best[k - 1]) break;
+    const double d = std::max(dy, std::fabs(pts[j].x - cx));
+    if (d < best[k - 1]) offer(best, k, d);
+  }
+}
+
+// k-th smallest max-norm distance from the point of x rank p to the others. Differences
+// are formed as in the reference, so distances are bit-identical to it.
+double kth_distance(const Slabs& s, const double* px, const double* py, std::size_t m, std::size_t p, int k,
+                    double* best) {
+  std::fill(best, best + k, kInf);
+  const double cx = px[p], cy = py[p];
+  const Point* pts = s.pts.data();
+  const std::size_t n_slabs = s.x_first.size(), own = p / s.width;
+  auto slab_end = [&](std::size_t b) { return std::min(m, (b + 1) * s.width); };
+  const std::size_t self = s.slot[p];
+  scan_up(pts, self + 1, slab_end(own), cx, cy, best, k);
+  scan_down(pts, self, own * s.width, cx, cy, best, k);
+  auto visit = [&](std::size_t b) {
+    const std::size_t a = b * s.width, e = slab_end(b);
+    const std::size_t mid = static_cast<std::size_t>(
+        std::partition_point(pts + a, pts + e, [cy](const Point& q) { return q.y < cy; }) - pts);
+    scan_up(pts, mid, e, cx, cy, best, k);
+    scan_down(pts, mid, a, cx, cy, best, k);
+  };
+  for (std::size_t b = own + 1; b < n_slabs && s.x_first[b] - cx < best[k - 1]; ++b) visit(b);
+  for (std::size_t b = own; b-- > 0 && cx - s.x_last[b] < best[k - 1];) visit(b);
+  return best[k - 1];
+}
+
+double finish(double psi_sum, std::size_t m, int k) {
+  return digamma(static_cast<double>(k)) + digamma(static_cast<double>(m)) - psi_sum / static_cast<double>(m);
+}
+
+double sum_in_order(const std::vector<double>& parts) {
+  double s = 0.0;
+  for (double v : parts) s += v;
+  return s;
+}
+
+}  // namespace
+
+double ksg_scalar(const double* x, const double* y, std::size_t m, int k, bool parallel) {
+  check_ksg(m, k);
+  if (m > std::numeric_limits<std::uint32_t>::max())
+    throw std::invalid_argument("KSG supports up to 2^32-1 samples, got " + std::to_string(m) + "; subsample first");
+  // points in x order, and y sorted with each point's position in it
+  const std::vector<std::uint32_t> ox = radix_argsort(x, m);
+  std::vector<double> px(m), py(m);
+  for (std::size_t r = 0; r < m; ++r) {
+    px[r] = x[ox[r]];
+    py[r] = y[ox[r]];
+  }
+  const std::vector<std::uint32_t> oy = radix_argsort(py.data(), m);
+  std::vector<double> ys(m);
+  std::vector<std::uint32_t> rank_y(m);
+  for (std::size_t r = 0; r < m; ++r) {
+    ys[r] = py[oy[r]];
+    rank_y[oy[r]] = static_cast<std::uint32_t>(r);
+  }
+  const Slabs slabs = build_slabs(px.data(), py.data(), m, k);
+  const std::size_t n_chunks = (m + kChunk - 1) / kChunk;
+  std::vector<double> parts(n_chunks, 0.0);
+  MIPRUN_OMP(parallel if (parallel && m >= 4096))
+  {
+    std::vector<double> best(static_cast<std::size_t>(k));
+    MIPRUN_OMP(for schedule(dynamic, 1))
+    for (long long c = 0; c < static_cast<long long>(n_chunks); ++c) {
+      const std::size_t a = static_cast<std::size_t>(c) * kChunk, b = std::min(m, a + kChunk);
+      double s = 0.0;
+      for (std::size_t p = a; p < b; ++p) {
+        const double eps = kth_distance(slabs, px.data(), py.data(), m, p, k, best.data());
+        const std::size_t nx1 = count_within(px.data(), m, p, eps);  // n_x + 1 (self included)
+        const std::size_t ny1 = count_within(ys.data(), m, rank_y[p], eps);
+        s += digamma(static_cast<double>(nx1)) + digamma(static_cast<double>(ny1));
+      }
+      parts[static_cast<std::size_t>(c)] = s;
+    }
+  }
+  return finish(sum_in_order(parts), m, k);
+}
+
+double ksg_points(const double* x, const double* y, std::size_t m, std::size_t dx, std::size_t dy, int k) {
+  check_ksg(m, k);
+  if (dx == 0 || dy == 0) throw std::invalid_argument("KSG needs at least one column in x and in y");
+  if (dx == 1 && dy == 1) return ksg_scalar(x, y, m, k, true);
+  const std::size_t n_chunks = (m + kChunk - 1) / kChunk;
+  std::vector<double> parts(n_chunks, 0.0);
+  MIPRUN_OMP(parallel if (m * m * (dx + dy) >= kParallelGrain))
+  {
+    std::vector<double> best(static_cast<std::size_t>(k));
+    MIPRUN_OMP(for schedule(dynamic, 1))
+    for (long long c = 0; c < static_cast<long long>(n_chunks); ++c) {
+      const std::size_t a = static_cast<std::size_t>(c) * kChunk, b = std::min(m, a + kChunk);
+      double s = 0.0;
+      for (std::size_t i = a; i < b; ++i) {
+        const double* xi = x + i * dx;
+        const double* yi = y + i * dy;
+        std::fill(best.begin(), best.end(), kInf);
+        for (std::size_t j = 0; j < m; ++j) {
+          if (j == i) continue;
+          const double* xj = x + j * dx;
+          const double* yj = y + j * dy;
+          double d = 0.0;
+          for (std::size_t t = 0; t < dx; ++t) d = std::max(d, std::fabs(xi[t] - xj[t]));
+          for (std::size_t t = 0; t < dy; ++t) d = std::max(d, std::fabs(yi[t] - yj[t]));
+          if (d < best[static_cast<std::size_t>(k) - 1]) offer(best.data(), k, d);
+        }
+        const double eps = best[static_cast<std::size_t>(k) - 1];
+        std::size_t nx1 = 0, ny1 = 0;  // self included: its distance 0 is below any eps > 0
+        for (std::size_t j = 0; j < m; ++j) {
+          const double* xj = x + j * dx;
+          const double* yj = y + j * dy;
+          double ex = 0.0, ey = 0.0;
+          for (std::size_t t = 0; t < dx; ++t) ex = std::max(ex, std::fabs(xi[t] - xj[t]));
+          for (std::size_t t = 0; t < dy; ++t) ey = std::max(ey, std::fabs(yi[t] - yj[t]));
+          nx1 += ex < eps;
+          ny1 += ey < eps;
+        }
+        s += digamma(static_cast<double>(nx1)) + digamma(static_cast<double>(ny1));
+      }
+      parts[static_cast<std::size_t>(c)] = s;
+    }
+  }
+  return finish(sum_in_order(parts), m, k);
+}
+
+double ksg_per_dim(const double* x, const double* y, std::size_t m, std::size_t d, int k) {
+  check_ksg(m, k);
+  if (d == 0) throw std::invalid_argument("KSG per column needs at least one column");
+  std::vector<double> per_column(d);
+  if (d < static_cast<std::size_t>(max_threads())) {
+    // few columns: each one uses all threads
+    std::vector<double> xc(m), yc(m);
+    for (std::size_t j = 0; j < d; ++j) {
+      gather_columns(x, m, d, j, 1, xc.data());
+      gather_columns(y, m, d, j, 1, yc.data());
+      per_column[j] = ksg_scalar(xc.data(), yc.data(), m, k, true);
+    }
+  } else {
+    const long long tiles = static_cast<long long>(tile_count(d, kColumnTile));
+    MIPRUN_OMP(parallel)
+    {
+      std::vector<double> xs(kColumnTile * m), ys(kColumnTile * m);
+      MIPRUN_OMP(for schedule(dynamic, 1))
+      for (long long t = 0; t < tiles; ++t) {
+        const std::size_t j0 = static_cast<std::size_t>(t) * kColumnTile;
+        const std::size_t w = tile_width(d, kColumnTile, static_cast<std::size_t>(t));
+        gather_columns(x, m, d, j0, w, xs.data());
+        gather_columns(y, m, d, j0, w, ys.data());
+        for (std::size_t c = 0; c < w; ++c)
+          per_column[j0 + c] = ksg_scalar(xs.data() + c * m, ys.data() + c * m, m, k, false);
+      }
+    }
+  }
+  return sum_in_order(per_column) / static_cast<double>(d);
+}
+
+}  // namespace miprun::mi
