@@ -32,13 +32,16 @@ def _same(a, b) -> bool:
 
 
 def capture_block_args(model: nn.Module, blocks: nn.ModuleList, input_ids: torch.Tensor, batch_size: int,
-                       device: torch.device):
+                       device: torch.device, input_device: torch.device | None = None):
     """Run the model's forward up to its blocks for every batch; return ``h_0`` and every block's arguments.
 
     Each block's ``forward`` is replaced, for the duration, by a catcher that records its
     arguments and passes the hidden state through; the last one stops the forward. Every
     block's arguments are kept, not just block 0's, because some families give blocks
     different masks or rotary tables (sliding vs full attention in Gemma 2/3, Qwen2/3).
+
+    ``input_device`` is where the token ids go for the model's forward (the embedding's
+    device; default ``device``); everything captured is moved to ``device``.
 
     Returns
     -------
@@ -90,7 +93,7 @@ def capture_block_args(model: nn.Module, blocks: nn.ModuleList, input_ids: torch
         for start in range(0, n, batch_size):
             rows = slice(start, min(start + batch_size, n))
             try:
-                model(input_ids=input_ids[rows].to(device), use_cache=False)
+                model(input_ids=input_ids[rows].to(input_device or device), use_cache=False)
             except _StopForward:
                 pass
             else:
