@@ -18,7 +18,7 @@ from torch import nn
 
 from .blockrun import capture_block_args, run_block
 
-__all__ = ["iter_hidden_states", "compute_device", "progress_enabled"]
+__all__ = ["iter_hidden_states", "compute_device", "progress_enabled", "progress_bar"]
 
 
 def progress_enabled(progress: bool) -> bool:
@@ -86,7 +86,7 @@ def iter_hidden_states(model: nn.Module, input_ids: torch.Tensor, *, batch_size:
         with torch.inference_mode():
             state, calls = capture_block_args(model, blocks, input_ids, batch_size, dev, input_device=home)
         yield 0, state  # (n_samples, seq_len, d)
-        bar = _bar(len(blocks), progress)
+        bar = progress_bar(len(blocks), progress)
         try:
             for i, blk in enumerate(blocks):
                 with torch.inference_mode():
@@ -121,8 +121,9 @@ class _NoBar:
         pass
 
 
-def _bar(total: int, progress: bool):
+def progress_bar(total: int, progress: bool, *, desc: str = "blocks", unit: str = "block"):
+    """A tqdm bar, or a no-op stand-in when progress is off or stderr is not a terminal."""
     if not progress_enabled(progress):
         return _NoBar()
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc="blocks", unit="block", leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)

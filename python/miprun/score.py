@@ -241,20 +241,9 @@ def _setup(x: torch.Tensor, *, estimator, reduction, bins, binning, k, bias_corr
     return scorer, info
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _bar(total: int, progress: bool):
-    from .layerwise import progress_enabled
-    if not progress_enabled(progress):
-        return _NoBar()
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc="scoring", unit="state", leave=False)
+    from .layerwise import progress_bar
+    return progress_bar(total, progress, desc="scoring", unit="state")
 
 
 # ----------------------------------------------------------------------------- from a model
