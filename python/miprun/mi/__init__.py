@@ -16,7 +16,7 @@ from ._input import check_pair, check_same_columns
 from .binning import resolve_bins
 from .gaussian import gaussian_ref
 from .hist import BIAS_CORRECTIONS, hist_ref
-from .ksg import DEFAULT_PROJECTION_DIM, ksg_points_ref, ksg_ref, prepare
+from .ksg import DEFAULT_PROJECTION_DIM, ksg_ref, prepare
 from .similarity import angular_ref, cosine_ref
 
 ESTIMATORS = MI_ESTIMATORS + DISTANCE_ESTIMATORS
