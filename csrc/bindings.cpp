@@ -135,7 +135,7 @@ ndarray, float64, shape (bins-1,) or (d, bins-1)
 
     m.def(
         "codes_from_edges",
-        [as_matrix, check_finite](const py::array& x, const py::array& edges) {
+        [as_matrix](const py::array& x, const py::array& edges) {
           const Matrix mx = as_matrix(x, "x", false);
           const auto e = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(edges);
           if (!e) throw py::error_already_set();
@@ -149,13 +149,16 @@ ndarray, float64, shape (bins-1,) or (d, bins-1)
           py::array_t<std::uint8_t> out({static_cast<py::ssize_t>(mx.n), static_cast<py::ssize_t>(mx.d)});
           std::uint8_t* o = out.mutable_data();
           const double* ep = e.data();
+          std::size_t bad = 0;
           {
             py::gil_scoped_release release;
-            check_finite(mx, "x");
-            if (mx.f32)
-              mi::codes_from_edges(mx.f(), mx.n, mx.d, ep, ne, per_dim, o);
-            else
-              mi::codes_from_edges(mx.g(), mx.n, mx.d, ep, ne, per_dim, o);
+            // finiteness is checked while coding, in the same pass over x
+            bad = mx.f32 ? mi::codes_from_edges(mx.f(), mx.n, mx.d, ep, ne, per_dim, o)
+                         : mi::codes_from_edges(mx.g(), mx.n, mx.d, ep, ne, per_dim, o);
+          }
+          if (bad > 0) {
+            throw std::invalid_argument("x contains " + std::to_string(bad) +
+                                        " NaN or infinite values; drop or mask them first");
           }
           return out;
         },

@@ -20,7 +20,8 @@ struct FloatKey<float> {
   static U key(float v) {
     U b;
     std::memcpy(&b, &v, sizeof b);
-    return (b >> 31) ? ~b : (b | 0x80000000u);
+    // the sign as a mask (arithmetic shift), not a branch: signs of data are unpredictable
+    return b ^ (static_cast<U>(static_cast<std::int32_t>(b) >> 31) | 0x80000000u);
   }
   static float value(U k) {
     const U b = (k >> 31) ? (k & 0x7FFFFFFFu) : ~k;
@@ -36,7 +37,7 @@ struct FloatKey<double> {
   static U key(double v) {
     U b;
     std::memcpy(&b, &v, sizeof b);
-    return (b >> 63) ? ~b : (b | 0x8000000000000000ull);
+    return b ^ (static_cast<U>(static_cast<std::int64_t>(b) >> 63) | 0x8000000000000000ull);
   }
   static double value(U k) {
     const U b = (k >> 63) ? (k & 0x7FFFFFFFFFFFFFFFull) : ~k;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mi/columns.hpp"
+#include "mi/finite.hpp"
 #include "mi/float_keys.hpp"
 #include "mi/parallel.hpp"
 
@@ -48,52 +49,96 @@ inline unsigned count_le(const double* e, std::size_t half, double v) {
 }
 
 // Codes by table lookup: float_bucket(v) picks one of 2^16 ordered buckets of values, and
-// the table holds the range of codes that bucket's values can have. Most buckets hold no
-// edge, so the code is one load; otherwise a short scan over the few edges inside the
-// bucket settles it. Several times faster than the binary search, and identical to it.
+// the table holds the range of codes that bucket's values can have. Most buckets hold at
+// most one edge, so the code is one table load and one comparison with the bucket's first
+// possible edge, without a branch; buckets holding several edges (ties, unbounded buckets)
+// take a short scan. Several times faster than the binary search, and identical to it.
 template <class T>
 class CodeTable {
  public:
   // edges: (n_edges,) sorted, n_edges <= 255
   CodeTable(const double* edges, std::size_t n_edges)
-      : edges_(edges, edges + n_edges), range_(std::size_t(1) << kBucketBits) {
+      : edges_(kMaxCode + 1, std::numeric_limits<double>::infinity()), range_(std::size_t(1) << kBucketBits) {
+    // +inf past the last edge: a bucket above every edge compares against it and stays put,
+    // and the scan of an unbounded bucket stops there for every finite value
+    std::copy(edges, edges + n_edges, edges_.begin());
     using U = FloatKey<float>::U;
     constexpr int shift = 32 - kBucketBits;
     // a double rounds into a bucket only if it lies between the floats just outside it,
     // whose keys are one below and one above the bucket's (float values: no widening)
     constexpr U widen = std::is_same<T, float>::value ? 0 : 1;
-    // buckets in key order hold increasing values, so two pointers sweep the edges once
-    std::size_t at_lo = 0, at_hi = 0;
-    for (std::size_t b = 0; b < range_.size(); ++b) {
-      const U first = static_cast<U>(b) << shift, last = first | ((U(1) << shift) - 1);
-      const bool edge_of_range = first < widen || last > std::numeric_limits<U>::max() - widen;
-      const float lo = FloatKey<float>::value(first - (edge_of_range ? 0 : widen));
-      const float hi = FloatKey<float>::value(last + (edge_of_range ? 0 : widen));
-      if (edge_of_range || !std::isfinite(lo) || !std::isfinite(hi)) {  // unbounded buckets: search all edges
-        range_[b] = {0, static_cast<std::uint8_t>(n_edges)};
-        continue;
+    // buckets in key order hold increasing values, so two pointers sweep the edges once per
+    // chunk of buckets; chunks are independent, so threads fill them (a fixed cost per call)
+    constexpr long long kChunks = 16;
+    const long long n_buckets = static_cast<long long>(range_.size());
+    MIPRUN_OMP(parallel for schedule(static))
+    for (long long chunk = 0; chunk < kChunks; ++chunk) {
+      std::size_t at_lo = 0, at_hi = 0;
+      const std::size_t b0 = static_cast<std::size_t>(n_buckets * chunk / kChunks);
+      const std::size_t b1 = static_cast<std::size_t>(n_buckets * (chunk + 1) / kChunks);
+      for (std::size_t b = b0; b < b1; ++b) {
+        const U first = static_cast<U>(b) << shift, last = first | ((U(1) << shift) - 1);
+        const bool edge_of_range = first < widen || last > std::numeric_limits<U>::max() - widen;
+        const float lo = FloatKey<float>::value(first - (edge_of_range ? 0 : widen));
+        const float hi = FloatKey<float>::value(last + (edge_of_range ? 0 : widen));
+        if (edge_of_range || !std::isfinite(lo) || !std::isfinite(hi)) {
+          // unbounded buckets (huge values, inf, NaN): scan all edges, even a single one
+          range_[b] = {0, kMaxCode};
+          continue;
+        }
+        while (at_lo < n_edges && edges[at_lo] <= static_cast<double>(lo)) ++at_lo;
+        if (at_hi < at_lo) at_hi = at_lo;
+        while (at_hi < n_edges && edges[at_hi] <= static_cast<double>(hi)) ++at_hi;
+        range_[b] = {static_cast<std::uint8_t>(at_lo), static_cast<std::uint8_t>(at_hi)};
       }
-      while (at_lo < n_edges && edges[at_lo] <= static_cast<double>(lo)) ++at_lo;
-      if (at_hi < at_lo) at_hi = at_lo;
-      while (at_hi < n_edges && edges[at_hi] <= static_cast<double>(hi)) ++at_hi;
-      range_[b] = {static_cast<std::uint8_t>(at_lo), static_cast<std::uint8_t>(at_hi)};
     }
   }
 
+  // Code of a finite v.
   unsigned code(T v) const {
     const Range r = range_[float_bucket(v)];
     const double dv = static_cast<double>(v);
-    // a short loop beats branch-free variants here: most buckets hold no edge (r.lo == r.hi)
-    unsigned c = r.lo;
-    while (c < r.hi && edges_[c] <= dv) ++c;
-    return c;
+    if (r.hi - r.lo > 1) return scan(r, dv);
+    return r.lo + (edges_[r.lo] <= dv);
+  }
+
+  // Codes of x: (n,) into out, in parallel; returns the number of NaN or infinite values
+  // (whose codes are unspecified). Non-finite values fall only into unbounded buckets, which
+  // take the scan, so the check costs nothing on the common path.
+  std::size_t code_all(const T* x, std::size_t n, std::uint8_t* out) const {
+    std::size_t bad = 0;
+    // local pointers: stores to out could alias the vectors' members, which would be
+    // reloaded on every value
+    const Range* range = range_.data();
+    const double* edges = edges_.data();
+    MIPRUN_OMP(parallel for reduction(+ : bad) schedule(static) if (n >= kParallelGrain))
+    for (long long i = 0; i < static_cast<long long>(n); ++i) {
+      const T v = x[i];
+      const Range r = range[float_bucket(v)];
+      const double dv = static_cast<double>(v);
+      unsigned c = r.lo + (edges[r.lo] <= dv);
+      if (r.hi - r.lo > 1) {
+        c = scan(r, dv);
+        bad += !std::isfinite(v);
+      }
+      out[i] = static_cast<std::uint8_t>(c);
+    }
+    return bad;
   }
 
  private:
   struct Range {
     std::uint8_t lo, hi;  // codes of the bucket's smallest and largest value
   };
-  std::vector<double> edges_;
+  static constexpr std::uint8_t kMaxCode = 255;
+
+  unsigned scan(Range r, double dv) const {
+    unsigned c = r.lo;
+    while (c < r.hi && edges_[c] <= dv) ++c;
+    return c;
+  }
+
+  std::vector<double> edges_;  // the edges, then +inf up to index kMaxCode
   std::vector<Range> range_;
 };
 
@@ -181,26 +226,23 @@ double column_mi(const T* xc, const T* yc, std::size_t n, int bins, Binning binn
 }  // namespace
 
 template <class T>
-void codes_from_edges(const T* x, std::size_t n, std::size_t d, const double* edges, std::size_t n_edges,
-                      bool per_dim, std::uint8_t* out) {
+std::size_t codes_from_edges(const T* x, std::size_t n, std::size_t d, const double* edges, std::size_t n_edges,
+                             bool per_dim, std::uint8_t* out) {
   if (n_edges < 1 || n_edges > 255)
     throw std::invalid_argument("need 1 to 255 bin edges per variable (2 to 256 bins), got " + std::to_string(n_edges));
   const std::size_t rows = per_dim ? d : 1;
   check_edges(edges, rows, n_edges);
+  const std::size_t N = n * d;
+  // the table codes and checks finiteness in one pass over x
+  if (!per_dim && N >= kTableMin) return CodeTable<T>(edges, n_edges).code_all(x, N, out);
+  if (const std::size_t bad = count_non_finite(x, N)) return bad;
   const PaddedEdges pad = padding_for(n_edges);
   std::vector<double> padded(rows * pad.size);
   pad_edges(edges, rows, n_edges, pad, padded.data());
   const double* e = padded.data();
-  const std::size_t N = n * d;
   if (!per_dim) {
-    if (N >= kTableMin) {
-      const CodeTable<T> table(edges, n_edges);
-      MIPRUN_OMP(parallel for schedule(static) if (N >= kParallelGrain))
-      for (long long i = 0; i < static_cast<long long>(N); ++i) out[i] = static_cast<std::uint8_t>(table.code(x[i]));
-    } else {
-      for (std::size_t i = 0; i < N; ++i) out[i] = static_cast<std::uint8_t>(count_le(e, pad.half, static_cast<double>(x[i])));
-    }
-    return;
+    for (std::size_t i = 0; i < N; ++i) out[i] = static_cast<std::uint8_t>(count_le(e, pad.half, static_cast<double>(x[i])));
+    return 0;
   }
   // blocks of rows times tiles of columns, so one tile's edges stay in cache
   constexpr std::size_t kRows = 512, kCols = 64;
@@ -215,6 +257,7 @@ void codes_from_edges(const T* x, std::size_t n, std::size_t d, const double* ed
       for (std::size_t j = j0; j < j1; ++j)
         out[i * d + j] = static_cast<std::uint8_t>(count_le(e + j * pad.size, pad.half, static_cast<double>(x[i * d + j])));
   }
+  return 0;
 }
 
 void joint_counts(const std::uint8_t* cx, const std::uint8_t* cy, std::size_t n, std::size_t d, int bins,
@@ -350,9 +393,9 @@ double hist_mi(const T* x, const T* y, std::size_t n, std::size_t d, int bins, B
   return sum / static_cast<double>(d);
 }
 
-#define MIPRUN_HIST_INSTANTIATE(T)                                                                              \
-  template void codes_from_edges<T>(const T*, std::size_t, std::size_t, const double*, std::size_t, bool,       \
-                                    std::uint8_t*);                                                             \
+#define MIPRUN_HIST_INSTANTIATE(T)                                                                               \
+  template std::size_t codes_from_edges<T>(const T*, std::size_t, std::size_t, const double*, std::size_t, bool, \
+                                           std::uint8_t*);                                                       \
   template double hist_mi<T>(const T*, const T*, std::size_t, std::size_t, int, Binning, bool, bool);
 MIPRUN_HIST_INSTANTIATE(float)
 MIPRUN_HIST_INSTANTIATE(double)

@@ -11,10 +11,11 @@ namespace miprun::mi {
 
 // Codes #{j : edges[j] <= v} of x: (n, d) row-major into out: (n, d) uint8. edges is
 // (n_edges,) for all elements, or (d, n_edges) per column when per_dim; n_edges <= 255,
-// each row of edges sorted non-decreasing.
+// each row of edges sorted non-decreasing. Returns the number of NaN or infinite values in
+// x; when it is not 0, out is unspecified.
 template <class T>
-void codes_from_edges(const T* x, std::size_t n, std::size_t d, const double* edges, std::size_t n_edges,
-                      bool per_dim, std::uint8_t* out);
+std::size_t codes_from_edges(const T* x, std::size_t n, std::size_t d, const double* edges, std::size_t n_edges,
+                             bool per_dim, std::uint8_t* out);
 
 // Joint counts of codes cx, cy: (n, d) uint8 into out: (bins, bins) over all elements, or
 // (d, bins, bins) per column when per_dim. Throws std::invalid_argument if a code >= bins.
