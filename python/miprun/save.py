@@ -222,11 +222,16 @@ def save_pruned(model, tokenizer, out_dir: str | os.PathLike, *, report: Mapping
             raise RuntimeError(f"save_pretrained did not write config.json and safetensors weights into {tmp}")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if report is not None:
-            write_json(tmp / "report.json", report)
-        for name, plot in (plots or {}).items():
-            if isinstance(plot, (bytes, bytearray)):
-                (tmp / name).write_bytes(plot)
-            else:
-                plot(tmp / name)
+        write_report_and_plots(tmp, report, plots)
     return _absolute(out_dir)
+
+
+def write_report_and_plots(folder: Path, report: dict | None, plots: dict | None) -> None:
+    """Write ``report.json`` and each plot (bytes, or a function writing the file) into ``folder``."""
+    if report is not None:
+        write_json(folder / "report.json", report)
+    for name, plot in (plots or {}).items():
+        if isinstance(plot, (bytes, bytearray)):
+            (folder / name).write_bytes(plot)
+        else:
+            plot(folder / name)

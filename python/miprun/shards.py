@@ -131,7 +131,7 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
     """
     from transformers import AutoConfig
 
-    from .save import atomic_output_dir, check_output_dir, write_json
+    from .save import atomic_output_dir, check_output_dir, write_report_and_plots
     from .surgery import block_prefix, prune_config
 
     model_dir = Path(model_dir)
@@ -180,12 +180,6 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
             src = tokenizer_dir / name if name != "generation_config.json" else model_dir / name
             if src.exists():
                 shutil.copy2(src, tmp / name)
-        if report is not None:
-            write_json(tmp / "report.json", report)
-        for name, plot in (plots or {}).items():
-            if isinstance(plot, (bytes, bytearray)):
-                (tmp / name).write_bytes(plot)
-            else:
-                plot(tmp / name)
+        write_report_and_plots(tmp, report, plots)
         Checkpoint(tmp)  # the written headers and index agree, or this raises before the rename
     return Path(out_dir)
