@@ -48,19 +48,24 @@ DisjointChoice best_disjoint_runs(int num_blocks, const std::vector<RunClass>& c
   // chosen counts are s; kNone when the counts can no longer be completed.
   const int positions = num_blocks + 1;
   std::vector<double> best(static_cast<std::size_t>(positions) * states, kNone);
+  // Value of starting a run of class c at block p in state s (then completing optimally);
+  // kNone when that run is not a candidate, its class is used up, or nothing can follow.
+  // The backward pass and the forward walk both use it, so they make the same decisions.
+  auto take_value = [&](int p, long s, int c) {
+    const int len = classes[c].length;
+    if (p + len > num_blocks || std::isnan(score_at[c][p]) || digit(s, c) >= classes[c].count) return kNone;
+    const int next = std::min(p + len + gap, num_blocks);
+    const double rest = best[static_cast<std::size_t>(next) * states + s + radix[c]];
+    return rest == kNone ? kNone : score_at[c][p] + rest;
+  };
   best[static_cast<std::size_t>(num_blocks) * states + full] = 0.0;
   for (int p = num_blocks - 1; p >= 0; --p) {
     for (long s = 0; s < states; ++s) {
       double value = best[static_cast<std::size_t>(p + 1) * states + s];  // block p not chosen
       for (int c = 0; c < num_classes; ++c) {
-        const int len = classes[c].length;
-        if (p + len > num_blocks || std::isnan(score_at[c][p])) continue;
-        if (digit(s, c) >= classes[c].count) continue;
-        const int next = std::min(p + len + gap, num_blocks);
-        const double rest = best[static_cast<std::size_t>(next) * states + s + radix[c]];
-        if (rest == kNone) continue;
         // >= : on a tie, starting a run here (earlier) beats starting it later.
-        if (score_at[c][p] + rest >= value) value = score_at[c][p] + rest;
+        const double v = take_value(p, s, c);
+        if (v != kNone && v >= value) value = v;
       }
       best[static_cast<std::size_t>(p) * states + s] = value;
     }
@@ -77,16 +82,11 @@ DisjointChoice best_disjoint_runs(int num_blocks, const std::vector<RunClass>& c
   int p = 0;
   while (p < num_blocks && s != full) {
     int take = -1;
-    double take_value = best[static_cast<std::size_t>(p + 1) * states + s];
+    double chosen_value = best[static_cast<std::size_t>(p + 1) * states + s];
     for (int c = 0; c < num_classes; ++c) {
-      const int len = classes[c].length;
-      if (p + len > num_blocks || std::isnan(score_at[c][p])) continue;
-      if (digit(s, c) >= classes[c].count) continue;
-      const int next = std::min(p + len + gap, num_blocks);
-      const double rest = best[static_cast<std::size_t>(next) * states + s + radix[c]];
-      if (rest == kNone) continue;
-      if (score_at[c][p] + rest >= take_value) {
-        take_value = score_at[c][p] + rest;
+      const double v = take_value(p, s, c);
+      if (v != kNone && v >= chosen_value) {
+        chosen_value = v;
         take = c;
       }
     }
