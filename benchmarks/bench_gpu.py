@@ -9,7 +9,7 @@ Target: the counting pass at >= 50 % of the copy bandwidth.
 
 - ``edges``: quantile edges of x and of y (16-bit pattern counting, one read of each);
 - ``count``: the fused binning + joint counting pass given the edges (one read of both);
-- ``hist``: ``hist_triton`` end to end (edges + count + MI epilogue), pooled and per column;
+- ``hist``: ``hist_counts_triton`` + ``mi_from_counts`` end to end (edges + count + MI epilogue), pooled and per column;
 - ``codes`` / ``count codes``: binning to uint8 codes (read 2 B, write 1 B per value) and
   counting a pair of code arrays (read 2 B per pair), the steps of the one-pass score table.
 
@@ -81,6 +81,7 @@ def bench_hist(n: int, d: int, repeats: int) -> None:
     from miprun.kernels import hist as khist
     from miprun.kernels.edges import compute_edges_triton
     from miprun.mi.binning import resolve_bins
+    from miprun.mi.codes import mi_from_counts
 
     g = torch.Generator(device=DEVICE).manual_seed(0)
     x = torch.randn(n, d, device=DEVICE, dtype=torch.float32, generator=g)
@@ -115,8 +116,8 @@ def bench_hist(n: int, d: int, repeats: int) -> None:
                   compute_edges_triton(y, bins=bins, binning="quantile"))),
         ("count, pooled, " + ("binning fused" if bins > khist.ONEHOT_MAX_POOLED_BINS else "codes + one-hot"),
          pair_bytes, lambda: khist._joint_counts(x, y, bins, False, ex, ey)),
-        ("hist_triton pooled (edges + count + MI)", pair_bytes,
-         lambda: khist.hist_triton(x, y, bins=bins, binning="quantile", reduction="pooled")),
+        ("hist pooled (edges + count + MI)", pair_bytes,
+         lambda: mi_from_counts(khist.hist_counts_triton(x, y, bins=bins, binning="quantile", reduction="pooled"))),
         ("codes of x, pooled edges", x.numel() * x.element_size() + code_bytes,
          lambda: khist.codes_from_edges_triton(x, ex)),
         ("count codes, pooled", 2 * code_bytes, lambda: khist.joint_counts_triton(cx, cy, bins=bins)),
@@ -124,8 +125,8 @@ def bench_hist(n: int, d: int, repeats: int) -> None:
          lambda: khist.codes_from_edges_triton(x, ex_col)),
         ("count codes, per column", 2 * code_bytes,
          lambda: khist.joint_counts_triton(cx_col, cy_col, bins=bins_col, per_dim=True)),
-        ("hist_triton per column (edges + codes + count + MI)", pair_bytes,
-         lambda: khist.hist_triton(x, y, bins=bins_col, binning="quantile", reduction="per_dim")),
+        ("hist per column (edges + codes + count + MI)", pair_bytes,
+         lambda: mi_from_counts(khist.hist_counts_triton(x, y, bins=bins_col, binning="quantile", reduction="per_dim"))),
     ]
     print(f"  {'step':54s} {'ms':>9s} {'GB/s':>7s} {'of copy':>8s}")
     for name, nbytes, fn in steps:

@@ -1,7 +1,7 @@
 """Does streaming (offload) keep peak memory flat as models get deeper?
 
 Writes synthetic sharded Llama checkpoints of the same width and 8, 32 and 80 blocks
-(bf16 on disk, random weights), then runs ``miprun.prune(..., offload=True)`` (score every
+(bf16 on disk, random weights), then runs ``miprun.pipeline.prune(..., offload=True)`` (score every
 run, select, write the pruned checkpoint shard by shard) on each in a FRESH subprocess and
 reports that process's peak resident memory (``ru_maxrss``) and time per block. For
 contrast it also runs the in-memory path (``offload=False``) on the smallest and largest
@@ -76,7 +76,7 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads)
     import transformers.models.llama.modeling_llama  # noqa: F401  (imports are not the run's memory)
-    from miprun.prune import prune
+    from miprun.pipeline.prune import prune
 
     start_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -103,10 +103,10 @@ def block_flops(hidden: int, intermediate: int, seq_len: int) -> float:
 
 
 def planned_mb(model: Path, args) -> float:
-    """The working set streaming plans for (miprun.memory): one block + states + batch + window, in MB."""
+    """The working set streaming plans for (miprun.hidden.memory): one block + states + batch + window, in MB."""
     import torch
-    from miprun.memory import window_bytes
-    from miprun.stream import prepare_offload
+    from miprun.hidden.memory import window_bytes
+    from miprun.hidden.stream import prepare_offload
 
     tokens = args.n_samples * args.seq_len
     window = window_bytes("hist", n_tokens=tokens, hidden=args.hidden, max_run=args.remove)
@@ -201,7 +201,7 @@ def main() -> int:
         print(f"{r['blocks']:>6} {r['mode']:>8} {r['ckpt_mb']:>8.0f} {r['shards']:>6} {r['peak_mb']:>11.0f} "
               f"{r['grown_mb']:>9.0f} {r['planned_mb']:>10.1f} {per_block:>13.3f} {flops / per_block / 1e9:>8.1f} "
               f"{r['save_s']:>7.2f} {r['wall_s']:>8.1f}")
-    print("growth = peak RSS minus RSS after imports; planned = miprun.memory's estimate for streaming "
+    print("growth = peak RSS minus RSS after imports; planned = miprun.hidden.memory's estimate for streaming "
           "(one block + 2 states + batch + window); GFLOP/s = block forward FLOPs / (score time per block), "
           "scoring and weight loading included")
     streamed = [r for r in rows if r["mode"] == "offload"]

@@ -3,7 +3,7 @@
 For each model it times, median of ``--repeats`` after ``--warmup`` untimed runs:
 - ``forward``: one plain forward pass of the model (``use_cache=False``, batches of
   ``--batch-size``, LM head included) over the calibration tokens;
-- ``prune``: :func:`miprun.prune` on a fresh in-memory copy of the model with the same
+- ``prune``: :func:`miprun.pipeline.prune` on a fresh in-memory copy of the model with the same
   tokens: layer-by-layer hidden states, the one-pass score table, selection, surgery, and
   saving (weights, tokenizer when there is one, report.json, plots) - what ``miprun prune``
   does after loading the model;
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
 import miprun  # noqa: E402
 from miprun._native import native_available  # noqa: E402
-from miprun.prune import prune  # noqa: E402
+from miprun.pipeline.prune import prune  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STORIES = Path(os.environ.get("MIPRUN_DATA", REPO.parent / "shared" / "data")) / "models" / "stories260K-hf"

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
 import miprun  # noqa: E402
 from miprun._native import core as native_core  # noqa: E402
-from miprun.select import select  # noqa: E402
-from miprun.table import ScoreTable  # noqa: E402
+from miprun.selection.select import select  # noqa: E402
+from miprun.scoring.table import ScoreTable  # noqa: E402
 
 CASES = [(32, 5), (40, 10), (80, 20)]
 KINDS = ("random", "realistic")

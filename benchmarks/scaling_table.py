@@ -1,6 +1,6 @@
 """What does streaming need for 7B, 13B, 70B (and 405B) Llama models? Memory, disk traffic and time.
 
-Memory comes from the formula miprun plans with (:mod:`miprun.memory`: one block + two
+Memory comes from the formula miprun plans with (:mod:`miprun.hidden.memory`: one block + two
 hidden states + one batch's transient + the score window, or the embedding at the start),
 checked against measured runs by ``bench_offload_scaling.py``. Time comes from FLOP counts
 divided by a throughput: the CPU one measured by ``bench_offload_scaling.py`` on this
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from miprun.memory import USABLE_FRACTION, estimate_from_shapes, window_bytes
+from miprun.hidden.memory import USABLE_FRACTION, estimate_from_shapes, window_bytes
 
 GIB = 2 ** 30
 

@@ -83,21 +83,21 @@ def story_tokens(texts: list[str], tokenizer) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)
 def token_stream(path: Path, tokenizer, max_tokens: int = 300_000) -> torch.Tensor:
-    """A text file's documents tokenised and joined as ``miprun.calibrate`` does, up to ``max_tokens``.
+    """A text file's documents tokenised and joined as ``miprun.calibration.windows`` does, up to ``max_tokens``.
 
     ``.raw`` WikiText files are read whole (one document); other files go through
-    :func:`miprun.calibrate.read_documents`. Cached: the studies draw many calibrations per file.
+    :func:`miprun.calibration.windows.read_documents`. Cached: the studies draw many calibrations per file.
     """
-    from miprun.calibrate import read_documents, tokenise_stream
+    from miprun.calibration.windows import read_documents, tokenise_stream
     docs = [require(path).read_text(encoding="utf-8")] if path.suffix == ".raw" else read_documents(path)
     return tokenise_stream(docs, tokenizer, max_tokens=max_tokens)
 
 
 def calibration_ids(path: Path, tokenizer, *, n_samples: int, seq_len: int, seed: int) -> torch.Tensor:
-    """Calibration windows ``(n_samples, seq_len)`` drawn from :func:`token_stream` as ``miprun.calibrate`` does."""
+    """Calibration windows ``(n_samples, seq_len)`` drawn from :func:`token_stream` as ``miprun.calibration.windows`` does."""
     import warnings
 
-    from miprun.calibrate import draw_windows
+    from miprun.calibration.windows import draw_windows
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # overlap of small sets is reported by the caller
         return draw_windows(token_stream(path, tokenizer), n_samples=n_samples, seq_len=seq_len, seed=seed,

@@ -37,11 +37,11 @@ import torch
 from scipy.stats import spearmanr
 from study_common import load_stories, machine, markdown, plot_path, stories, story_tokens
 
-from miprun.calibrate import draw_windows
-from miprun.evaluate import perplexity
-from miprun.score import score_blocks
-from miprun.surgery import remove_blocks
-from miprun.table import MI_ESTIMATORS
+from miprun.calibration.windows import draw_windows
+from miprun.evaluate.summary import perplexity
+from miprun.scoring.score import score_blocks
+from miprun.output.surgery import remove_blocks
+from miprun.scoring.table import MI_ESTIMATORS
 
 #: (label, estimator, reduction, extra score_blocks options)
 VARIANTS = [

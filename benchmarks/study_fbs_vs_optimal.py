@@ -35,11 +35,11 @@ import torch
 from study_common import (CALIBRATION_SETS, calibration_ids, load_stories, machine, markdown, plot_path,
                           sample_text, stories, story_tokens, synthetic_llama)
 
-from miprun.calibrate import draw_windows
-from miprun.evaluate import perplexity
-from miprun.score import score_blocks
-from miprun.select import select
-from miprun.surgery import remove_blocks
+from miprun.calibration.windows import draw_windows
+from miprun.evaluate.summary import perplexity
+from miprun.scoring.score import score_blocks
+from miprun.selection.select import select
+from miprun.output.surgery import remove_blocks
 
 
 class PerplexityCache:

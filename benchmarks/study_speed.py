@@ -5,7 +5,7 @@ hidden ``--hidden``, MLP ``--intermediate``, vocabulary ``--vocab``; random weig
 not depend on them) loses 0, 1/8, 1/4, 3/8, 1/2 and 3/4 of its blocks (the blocks removed do
 not matter for speed: every block costs the same). For each model: prefill tokens/s of a
 ``(batch, length)`` prompt and decode tokens/s of ``--decode-tokens`` greedy steps on the KV
-cache (:func:`miprun.evaluate.prefill_and_decode`). Repeats are interleaved across the models
+cache (:func:`miprun.evaluate.summary.prefill_and_decode`). Repeats are interleaved across the models
 (round-robin), so drift of a shared machine hits all of them alike; medians after
 ``--warmup`` rounds. Speed-up is against the unpruned model measured in the same run;
 "ideal" is ``T / (T - removed)``, what it would be if blocks were the whole cost (the
@@ -25,8 +25,8 @@ import torch
 import transformers as tf
 from study_common import machine, markdown, plot_path
 
-from miprun.evaluate import count_parameters, prefill_and_decode
-from miprun.surgery import remove_blocks
+from miprun.evaluate.summary import count_parameters, prefill_and_decode
+from miprun.output.surgery import remove_blocks
 
 
 def main() -> None:

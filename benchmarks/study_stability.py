@@ -28,8 +28,8 @@ import torch
 from study_common import (CALIBRATION_SETS, calibration_ids, distinct_windows, jaccard, load_stories, machine,
                           markdown, plot_path, synthetic_llama)
 
-from miprun.score import score_blocks
-from miprun.select import select
+from miprun.scoring.score import score_blocks
+from miprun.selection.select import select
 
 SIZES = [(32, 128), (64, 128), (128, 128), (256, 128), (128, 64), (128, 256)]
 REFERENCE = ("wikitext2", 128, 128)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .mi import mutual_information
-from .plan import Plan
-from .prune import PruneResult, prune
-from .score import score_blocks
-from .select import select
-from .surgery import remove_blocks
-from .table import ScoreTable, information_coefficient
+from miprun.mi import mutual_information
+from miprun.selection.plan import Plan
+from miprun.pipeline.prune import PruneResult, prune
+from miprun.scoring.score import score_blocks
+from miprun.selection.select import select
+from miprun.output.surgery import remove_blocks
+from miprun.scoring.table import ScoreTable, information_coefficient
 
 __version__ = "0.1.0"
 

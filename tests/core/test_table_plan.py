@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from miprun.plan import Plan, runs_of
-from miprun.table import ScoreTable, information_coefficient, redundancy
+from miprun.selection.plan import Plan, runs_of
+from miprun.scoring.table import ScoreTable, information_coefficient, redundancy
 
 
 def _random_table(rng: np.random.Generator, t: int, r: int, estimator: str = "hist") -> ScoreTable:

@@ -10,12 +10,12 @@ import pytest
 import torch
 from eval_tiny import random_text, tiny_llama, word_tokenizer
 
-from miprun.cli import main
-from miprun.compare import compare, parse_variants, to_markdown, write_outputs
-from miprun.evaluate import perplexity
-from miprun.select import select
-from miprun.surgery import remove_blocks
-from miprun.table import ScoreTable
+from miprun.cli.main import main
+from miprun.pipeline.compare import compare, parse_variants, to_markdown, write_outputs
+from miprun.evaluate.summary import perplexity
+from miprun.selection.select import select
+from miprun.output.surgery import remove_blocks
+from miprun.scoring.table import ScoreTable
 
 VARIANTS = (("hist", "pooled"), ("gaussian", "per_dim"))
 

@@ -9,8 +9,8 @@ import pytest
 from eval_tiny import random_text, tiny_llama, word_tokenizer
 from support import DATA, STORIES, data_file, requires_stories
 
-from miprun.cli import main
-from miprun.evaluate import count_parameters, perplexity
+from miprun.cli.main import main
+from miprun.evaluate.summary import count_parameters, perplexity
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 from eval_tiny import random_text, reference_perplexity, tiny_llama, word_tokenizer
 from support import STORIES, data_file, requires_stories
 
-from miprun.evaluate import perplexity, read_text, tokenize_text, window_spans
+from miprun.evaluate.summary import perplexity, read_text, tokenize_text, window_spans
 
 # float32 logits against the float64 reference: the relative error of a mean NLL of a few
 # nats over hundreds of tokens is ~1e-6; the requirement is 0.1%.

@@ -7,7 +7,7 @@ import torch
 import transformers as tf
 from eval_tiny import tiny_llama
 
-from miprun.evaluate import count_parameters, measure_speed, prefill_and_decode
+from miprun.evaluate.summary import count_parameters, measure_speed, prefill_and_decode
 
 
 def _numel(model) -> int:
@@ -38,7 +38,7 @@ def test_gpt2_position_table_counts_one_row():
 
 
 def test_removing_blocks_lowers_both_counts():
-    from miprun.surgery import remove_blocks
+    from miprun.output.surgery import remove_blocks
     model = tiny_llama(layers=4)
     before = count_parameters(model)
     block = sum(p.numel() for p in model.model.layers[0].parameters())

@@ -10,7 +10,7 @@ import pytest
 import torch
 from support import DATA, STORIES, data_file, requires_stories
 
-from miprun.zeroshot import TASKS, resolve_data_dir, resolve_task_names, tasks_dir
+from miprun.evaluate.zeroshot import TASKS, resolve_data_dir, resolve_task_names, tasks_dir
 
 sys.path.insert(0, str(tasks_dir()))  # the harness loads bench.py by path; so do these tests
 import bench  # noqa: E402
@@ -43,7 +43,7 @@ def test_data_dir_resolution(tmp_path, monkeypatch):
 
 
 def test_missing_benchmark_file_is_a_clear_error(tmp_path):
-    from miprun.zeroshot import evaluate_tasks
+    from miprun.evaluate.zeroshot import evaluate_tasks
     with pytest.raises(ValueError, match="miprun_piqa needs .*llm-foundry/piqa.jsonl"):
         evaluate_tasks(None, None, "piqa", data_dir=tmp_path)
 
@@ -98,7 +98,7 @@ def _loglik(model, tok, context: str, continuation: str) -> float:
 def test_harness_accuracy_equals_own_loglikelihood_on_stories260k():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from miprun.zeroshot import evaluate_tasks
+    from miprun.evaluate.zeroshot import evaluate_tasks
     data_file("bench/llm-foundry/piqa.jsonl")
     data_file("bench/llm-foundry/winogrande.jsonl")
     tok = AutoTokenizer.from_pretrained(STORIES)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import miprun
-from miprun.demo import demo_model, demo_tokenizer
+from miprun.pipeline.demo import demo_model, demo_tokenizer
 from support import STORIES, requires_native, requires_stories
 
 GOLDEN = json.loads((Path(__file__).with_name("golden.json")).read_text())

@@ -17,6 +17,7 @@ import torch
 from support import requires_cuda
 
 from miprun.mi.codes import codes_from_edges_ref, compute_edges_ref, joint_counts_ref
+from miprun.mi.codes import mi_from_counts
 from miprun.mi.hist import hist_ref
 
 triton = pytest.importorskip("triton", reason="triton is not installed")
@@ -134,7 +135,8 @@ def test_hist_equals_reference(device, dtype, reduction, binning):
     # pooled 100 bins runs the fused replicated-table kernel; the others codes + one-hot
     cases = [(9, False), (100, True)] if reduction == "pooled" else [(9, True), (23, False)]
     for bins, miller_madow in cases:
-        got = khist.hist_triton(x, y, bins=bins, binning=binning, reduction=reduction, miller_madow=miller_madow)
+        got = mi_from_counts(khist.hist_counts_triton(x, y, bins=bins, binning=binning, reduction=reduction),
+                             miller_madow=miller_madow)
         ref = hist_ref(x.cpu(), y.cpu(), bins=bins, binning=binning, reduction=reduction,
                        bias_correction="miller_madow" if miller_madow else None)
         assert abs(got - ref) <= MI_TOL, (bins, got, ref)
@@ -148,8 +150,8 @@ def test_low_precision_error_bounded_by_reference_error(device, dtype, reduction
     x64, y64 = _pair(400, 5, torch.float64, "cpu", seed=7)
     exact = hist_ref(x64, y64, bins=12, binning="uniform", reduction=reduction)
     ref_low = hist_ref(x64.to(dtype), y64.to(dtype), bins=12, binning="uniform", reduction=reduction)
-    got = khist.hist_triton(x64.to(dtype).to(device), y64.to(dtype).to(device), bins=12, binning="uniform",
-                            reduction=reduction)
+    got = mi_from_counts(khist.hist_counts_triton(x64.to(dtype).to(device), y64.to(dtype).to(device), bins=12,
+                                                  binning="uniform", reduction=reduction))
     assert abs(got - exact) <= 2 * abs(ref_low - exact) + MI_TOL
 
 
@@ -176,13 +178,13 @@ def test_public_triton_backend_on_bivariate_normal(device, bias_correction):
 def test_invalid_arguments_raise(device):
     x = torch.randn(10, 2, device=device)
     with pytest.raises(ValueError, match="bins must be an int"):
-        khist.hist_triton(x, x, bins=300)
+        khist.hist_counts_triton(x, x, bins=300)
     with pytest.raises(ValueError, match="one shape"):
-        khist.hist_triton(x, x[:, :1], bins=4)
+        khist.hist_counts_triton(x, x[:, :1], bins=4)
     with pytest.raises(ValueError, match="reduction"):
-        khist.hist_triton(x, x, bins=4, reduction="projection")
+        khist.hist_counts_triton(x, x, bins=4, reduction="projection")
     with pytest.raises(ValueError, match="binning"):
-        khist.hist_triton(x, x, bins=4, binning="kmeans")
+        khist.hist_counts_triton(x, x, bins=4, binning="kmeans")
     with pytest.raises(ValueError, match="uint8"):
         khist.joint_counts_triton(x, x, bins=4)
     with pytest.raises(ValueError, match=r"\(d, bins-1\)"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from support import STORIES, data_file, requires_stories
 
-from miprun.calibrate import draw_windows, load_calibration, read_documents, record_text, window_length
+from miprun.calibration.windows import draw_windows, load_calibration, read_documents, record_text, window_length
 
 
 class _CharTokenizer:

@@ -8,7 +8,7 @@ import pytest
 import transformers
 from support import STORIES, data_file, requires_native, requires_stories
 
-from miprun import cli
+from miprun.cli import main as cli
 
 pytestmark = [requires_stories, requires_native]  # the selectors run in the native core
 

@@ -7,8 +7,8 @@ import json
 import transformers
 from support import requires_native
 
-from miprun import cli
-from miprun.demo import PLANTED, run_demo
+from miprun.cli import main as cli
+from miprun.pipeline.demo import PLANTED, run_demo
 
 pytestmark = requires_native  # the selectors run in the native core
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from pipeline_models import FAMILY_CONFIGS, VOCAB, final_norm, tiny_model
 
-from miprun.layerwise import iter_hidden_states
+from miprun.hidden.runner import iter_hidden_states
 
 
 def _reference_states(model, ids):

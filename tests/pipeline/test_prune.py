@@ -8,8 +8,8 @@ import pytest
 import torch
 from support import STORIES, data_file, requires_native, requires_stories
 
-from miprun.prune import blocks_to_remove, estimator_for, prune
-from miprun.select import SELECTORS
+from miprun.pipeline.prune import blocks_to_remove, estimator_for, prune
+from miprun.selection.select import SELECTORS
 
 pytestmark = [requires_stories, requires_native]  # the selectors run in the native core
 

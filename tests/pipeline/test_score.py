@@ -12,10 +12,10 @@ from pipeline_models import VOCAB, tiny_model
 from support import requires_native
 
 from miprun import mutual_information
-from miprun.layerwise import iter_hidden_states
+from miprun.hidden.runner import iter_hidden_states
 from miprun.mi.codes import codes_from_edges_ref, compute_edges_ref, joint_counts_ref, mi_from_counts
-from miprun.score import LocalReducer, Reducer, default_max_run, score_blocks, score_states
-from miprun.window import global_subset
+from miprun.scoring.score import LocalReducer, Reducer, default_max_run, score_blocks, score_states
+from miprun.scoring.scorers import global_subset
 
 CASES = [("hist", "pooled"), ("hist", "per_dim"), ("ksg", "pooled"), ("ksg", "per_dim"), ("ksg", "projection"),
          ("gaussian", "pooled"), ("gaussian", "per_dim"), ("cosine", "pooled"), ("angular", "pooled")]

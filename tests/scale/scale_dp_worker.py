@@ -16,7 +16,7 @@ def worker(rank: int, world_size: int, port: int, model_dir: str, input_ids: tor
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from miprun.distributed import DataParallel, score_blocks_data_parallel
+    from miprun.scoring.distributed import DataParallel, score_blocks_data_parallel
 
     dp = DataParallel.from_env(backend="gloo", device="cpu")
     try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from miprun.device_map import execution_device, iter_hidden_states_device_map, load_with_device_map
-from miprun.layerwise import iter_hidden_states
-from miprun.surgery import find_blocks
+from miprun.hidden.device_map import execution_device, iter_hidden_states_device_map, load_with_device_map
+from miprun.hidden.runner import iter_hidden_states
+from miprun.models.blocks import find_blocks
 from scale_tiny import calibration_ids, save_sharded, tiny_model
 
 # Blocks 1 and 3 live on disk and are paged in by accelerate's hooks for their turn; the rest on the CPU.

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from miprun.distributed import shard_calibration
+from miprun.scoring.distributed import shard_calibration
 from scale_dp_worker import CASES, MAX_RUN, worker
 from scale_tiny import calibration_ids, save_sharded, tiny_model
 
@@ -54,8 +54,8 @@ def _run_processes(*args) -> None:
 
 @requires_gloo
 def test_two_processes_give_the_single_process_table_and_plan(tmp_path):
-    from miprun.score import score_blocks
-    from miprun.select import select
+    from miprun.scoring.score import score_blocks
+    from miprun.selection.select import select
 
     folder = save_sharded(tiny_model("llama", num_blocks=5), tmp_path / "m")
     ids = calibration_ids(5, 12, seed=4)  # 5 samples: shards of 2 and 3 (unequal on purpose)

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from miprun.checkpoint import Checkpoint, read_header
-from miprun.memory import OffloadEstimate, PreflightError, check_fits, should_offload
-from miprun.stream import prepare_offload, resolve_offload
+from miprun.models.checkpoint import Checkpoint, read_header
+from miprun.hidden.memory import OffloadEstimate, PreflightError, check_fits, should_offload
+from miprun.hidden.stream import prepare_offload, resolve_offload
 from scale_tiny import save_sharded, tiny_model
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from miprun.prune import prune
-from miprun.score import score_blocks
+from miprun.pipeline.prune import prune
+from miprun.scoring.score import score_blocks
 from scale_tiny import calibration_ids, save_sharded, tiny_model
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from miprun import shards
-from miprun.checkpoint import Checkpoint
-from miprun.shards import write_pruned_checkpoint
-from miprun.surgery import remove_blocks
+from miprun.output import shards
+from miprun.models.checkpoint import Checkpoint
+from miprun.output.shards import write_pruned_checkpoint
+from miprun.output.surgery import remove_blocks
 from scale_tiny import save_sharded, tiny_model
 from support import STORIES, requires_stories
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from miprun import stream
-from miprun.checkpoint import Checkpoint
-from miprun.layerwise import iter_hidden_states
-from miprun.memory import PreflightError
-from miprun.stream import iter_hidden_states_offload, prepare_offload
+from miprun.hidden import stream
+from miprun.models.checkpoint import Checkpoint
+from miprun.hidden.runner import iter_hidden_states
+from miprun.hidden.memory import PreflightError
+from miprun.hidden.stream import iter_hidden_states_offload, prepare_offload
 from scale_tiny import MODEL_TYPES, calibration_ids, save_sharded, tiny_model
 from support import STORIES, requires_stories
 

@@ -12,8 +12,8 @@ import pytest
 from paper_table import FIRST_LAYER, parse_table6
 from support import REPO, requires_native
 
-from miprun.select import select
-from miprun.table import ScoreTable
+from miprun.selection.select import select
+from miprun.scoring.table import ScoreTable
 
 PAPER = REPO.parent / "shared" / "paper" / "mi-prun-paper.txt"
 

@@ -1,4 +1,4 @@
-"""miprun.select.select: every selector through the public API, its plans and its errors."""
+"""miprun.selection.select.select: every selector through the public API, its plans and its errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from select_reference import all_damages, damage_ref, random_table
 from support import requires_native
 
-from miprun.plan import Plan
-from miprun.select import SELECTORS, damage, select
-from miprun.table import ScoreTable, information_coefficient
+from miprun.selection.plan import Plan
+from miprun.selection.select import SELECTORS, damage, select
+from miprun.scoring.table import ScoreTable, information_coefficient
 
 pytestmark = requires_native
 

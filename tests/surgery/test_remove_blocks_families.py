@@ -19,9 +19,10 @@ import transformers as tf
 from surgery_tiny import (MODEL_TYPES, VOCAB, blocks_as_identity, greedy, one_thread,  # noqa: F401
                           tiny_config, tiny_model)
 
-from miprun.families import FAMILIES, supported_families
-from miprun.save import save_pruned
-from miprun.surgery import LAYER_INDEX_ATTRS, find_blocks, remove_blocks
+from miprun.models.families import FAMILIES, supported_families
+from miprun.output.save import save_pruned
+from miprun.output.surgery import LAYER_INDEX_ATTRS, remove_blocks
+from miprun.models.blocks import find_blocks
 
 # Removal sets vary: middle blocks, the last block, the first block, and a run of two.
 CASES = {

@@ -12,12 +12,11 @@ import transformers
 from surgery_tiny import one_thread, tiny_config, tiny_model  # noqa: F401
 
 import miprun
-from miprun.plan import Plan
-from miprun.report import (block_parameter_counts, build_report, count_parameters, describe_source,
-                           plot_score_table, plot_single_block, standard_plots)
-from miprun.save import save_pruned
-from miprun.surgery import remove_blocks
-from miprun.table import ScoreTable
+from miprun.selection.plan import Plan
+from miprun.output.report import (block_parameter_counts, build_report, count_parameters, describe_source, plot_score_table, plot_single_block, standard_plots)
+from miprun.output.save import save_pruned
+from miprun.output.surgery import remove_blocks
+from miprun.scoring.table import ScoreTable
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -62,7 +61,7 @@ def test_report_keys_and_values():
     assert v["miprun"] == miprun.__version__ and v["torch"] == torch.__version__
     assert v["transformers"] == transformers.__version__ and v["python"].count(".") == 2
     # report.json is strict JSON once written
-    text = json.dumps(miprun.report.to_jsonable(report), allow_nan=False)
+    text = json.dumps(miprun.output.report.to_jsonable(report), allow_nan=False)
     assert json.loads(text)["score_table"]["values"][4][1] is None
 
 

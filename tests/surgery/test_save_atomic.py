@@ -12,8 +12,8 @@ import torch
 import transformers as tf
 from surgery_tiny import VOCAB, folder_digest, one_thread, tiny_config, tiny_model  # noqa: F401
 
-from miprun.save import OutputDirError, atomic_output_dir, check_output_dir, save_pruned
-from miprun.surgery import remove_blocks
+from miprun.output.save import OutputDirError, atomic_output_dir, check_output_dir, save_pruned
+from miprun.output.surgery import remove_blocks
 
 
 def tiny_tokenizer():

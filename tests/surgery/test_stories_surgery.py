@@ -9,10 +9,11 @@ import transformers as tf
 from support import STORIES, requires_stories
 from surgery_tiny import blocks_as_identity, folder_digest, greedy, one_thread  # noqa: F401
 
-from miprun.plan import Plan
-from miprun.report import build_report, describe_source, standard_plots
-from miprun.save import save_pruned
-from miprun.surgery import find_blocks, remove_blocks
+from miprun.selection.plan import Plan
+from miprun.output.report import build_report, describe_source, standard_plots
+from miprun.output.save import save_pruned
+from miprun.models.blocks import find_blocks
+from miprun.output.surgery import remove_blocks
 
 
 @requires_stories

@@ -10,8 +10,9 @@ import transformers as tf
 from surgery_tiny import MODEL_TYPES, one_thread, tiny_config, tiny_model  # noqa: F401
 from torch import nn
 
-from miprun.families import FAMILIES, supported_families
-from miprun.surgery import block_prefix, find_blocks, per_layer_fields, prune_config, remove_blocks
+from miprun.models.families import FAMILIES, supported_families
+from miprun.models.blocks import block_prefix, find_blocks
+from miprun.output.surgery import per_layer_fields, prune_config, remove_blocks
 
 
 def _unsupported_model():

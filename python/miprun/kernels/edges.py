@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import check_device, program_count, tl, triton
+from miprun.kernels._triton import check_device, program_count, tl, triton
 
 __all__ = ["compute_edges_triton"]
 

@@ -21,7 +21,7 @@ Joint counts, two strategies, both accumulating per program before touching the 
   global memory (L2-resident), which spreads the atomics of hot cells over the copies;
   the copies are summed at the end.
 
-``hist_triton`` bins values inside the replicated-table kernel, so values are read once
+``hist_counts_triton`` bins values inside the replicated-table kernel, so values are read once
 and codes never touch memory. The one-hot kernel counts codes written by the codes
 kernel instead: fused into it, the binary search runs in the one-hot operands' layouts,
 which replicate it across threads (compiled for sm_90 that doubled the registers and
@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import torch
 
-from ..mi.codes import mi_from_counts
-from ._triton import check_device, target_programs, tl, triton
-from .edges import compute_edges_triton
+from miprun.kernels._triton import check_device, target_programs, tl, triton
+from miprun.kernels.edges import compute_edges_triton
 
-__all__ = ["codes_from_edges_triton", "joint_counts_triton", "hist_triton", "compute_edges_triton", "MAX_BINS"]
+__all__ = ["codes_from_edges_triton", "joint_counts_triton", "hist_counts_triton", "compute_edges_triton", "MAX_BINS"]
 
 MAX_BINS = 256  # codes are uint8
 LAUNCH_ELEMENTS = 1 << 30  # elements per launch: int32 offsets and int32 counts stay exact
@@ -311,12 +310,13 @@ def joint_counts_triton(cx: torch.Tensor, cy: torch.Tensor, *, bins: int, per_di
     return _joint_counts(cx.contiguous(), cy.contiguous(), bins, per_dim)
 
 
-def hist_triton(x: torch.Tensor, y: torch.Tensor, *, bins: int, binning: str = "quantile",
-                reduction: str = "pooled", miller_madow: bool = False) -> float:
-    """Histogram MI in nats, equal to ``miprun.mi.hist.hist_ref`` up to float64 rounding.
+def hist_counts_triton(x: torch.Tensor, y: torch.Tensor, *, bins: int, binning: str = "quantile",
+                       reduction: str = "pooled") -> torch.Tensor:
+    """Joint bin counts of ``x`` and ``y``, equal to ``miprun.mi.codes.joint_counts_ref`` of their codes.
 
     Edges of ``x`` and of ``y`` on the device (``compute_edges_triton``), then one fused
-    kernel that bins both and counts the joint histogram, then ``mi_from_counts``.
+    kernel that bins both and counts the joint histogram. The MI of the counts is
+    ``miprun.mi.codes.mi_from_counts`` (the estimator layer sits above the kernels).
 
     Parameters
     ----------
@@ -326,15 +326,12 @@ def hist_triton(x: torch.Tensor, y: torch.Tensor, *, bins: int, binning: str = "
         Bins per variable, 2..256 (already resolved from a rule).
     binning : {"quantile", "uniform"}
     reduction : {"pooled", "per_dim"}
-        ``pooled``: all ``n * d`` elements are samples of one pair; ``per_dim``: mean over
-        columns of the MI of column ``j`` of ``x`` and of ``y``.
-    miller_madow : bool
-        Add the Miller-Madow bias correction.
+        ``pooled``: all ``n * d`` elements are samples of one pair; ``per_dim``: one table
+        per column ``j`` of ``x`` and of ``y``.
 
     Returns
     -------
-    float
-        MI in nats.
+    tensor, int64, shape (bins, bins) or (d, bins, bins)
     """
     bins = _check_bins(bins)
     if reduction not in ("pooled", "per_dim"):
@@ -348,4 +345,4 @@ def hist_triton(x: torch.Tensor, y: torch.Tensor, *, bins: int, binning: str = "
     x, y = x.contiguous(), y.contiguous()
     ex = compute_edges_triton(x, bins=bins, binning=binning, per_dim=per_dim)
     ey = compute_edges_triton(y, bins=bins, binning=binning, per_dim=per_dim)
-    return mi_from_counts(_joint_counts(x, y, bins, per_dim, ex, ey), miller_madow=miller_madow)
+    return _joint_counts(x, y, bins, per_dim, ex, ey)

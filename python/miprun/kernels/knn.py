@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import check_device, tl, triton
+from miprun.kernels._triton import check_device, tl, triton
 
 __all__ = ["ksg_points_triton", "ksg_per_dim_triton", "ksg_counts_triton"]
 

@@ -7,55 +7,23 @@ tensors where they lie, with no copy to the host.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from ..table import DISTANCE_ESTIMATORS, MI_ESTIMATORS, information_coefficient
-from ._input import check_pair, check_same_columns
-from .binning import resolve_bins
-from .gaussian import gaussian_ref
-from .hist import BIAS_CORRECTIONS, hist_ref
-from .ksg import DEFAULT_PROJECTION_DIM, ksg_ref, prepare
-from .similarity import angular_ref, cosine_ref
+from miprun.mi.backend import BACKENDS, resolve_backend
+from miprun.mi.scale import DISTANCE_ESTIMATORS, MI_ESTIMATORS, information_coefficient
+from miprun.mi._input import check_pair, check_same_columns
+from miprun.mi.binning import resolve_bins
+from miprun.mi.gaussian import gaussian_ref
+from miprun.mi.hist import BIAS_CORRECTIONS, hist_ref
+from miprun.mi.ksg import DEFAULT_PROJECTION_DIM, ksg_ref, prepare
+from miprun.mi.similarity import angular_ref, cosine_ref
 
 ESTIMATORS = MI_ESTIMATORS + DISTANCE_ESTIMATORS
 REDUCTIONS = {"hist": ("pooled", "per_dim"), "ksg": ("pooled", "per_dim", "projection"),
               "gaussian": ("pooled", "per_dim"), "cosine": ("pooled",), "angular": ("pooled",)}
-BACKENDS = ("auto", "reference", "native", "triton")
 
 __all__ = ["mutual_information", "information_coefficient", "ESTIMATORS", "REDUCTIONS", "BACKENDS",
            "hist_ref", "ksg_ref", "gaussian_ref", "cosine_ref", "angular_ref"]
-
-_warned_fallback = False
-
-
-def _pick_backend(backend: str, device: torch.device) -> str:
-    global _warned_fallback
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend != "auto":
-        if backend == "triton" and device.type != "cuda" and not _triton_interpreted():
-            raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU testing)")
-        if backend == "native" and device.type != "cpu":
-            raise ValueError(f"backend='native' runs CPU data; got tensors on {device}. Use backend='triton' or move them.")
-        return backend
-    if device.type == "cuda":
-        return "triton"
-    from .._native import native_available
-    if device.type == "cpu" and native_available():
-        return "native"
-    if not _warned_fallback:
-        warnings.warn("miprun's native core is not built; using the slow float64 reference estimators. "
-                      "Build it with `pip install .` to get the fast CPU path.", RuntimeWarning, stacklevel=3)
-        _warned_fallback = True
-    return "reference"
-
-
-def _triton_interpreted() -> bool:
-    import os
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
 
 def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "pooled", bins="auto",
                        binning: str = "quantile", k: int = 3, bias_correction: str | None = None,
@@ -120,7 +88,7 @@ def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "poole
         check_same_columns(x, y, "row-wise" if estimator in DISTANCE_ESTIMATORS else reduction)
     if estimator == "hist" and reduction == "pooled" and x.shape[1] != y.shape[1]:
         check_same_columns(x, y, reduction)
-    be = _pick_backend(backend, x.device)
+    be = resolve_backend(backend, x.device)
 
     if estimator == "cosine":
         return cosine_ref(x, y)
@@ -128,20 +96,21 @@ def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "poole
         return angular_ref(x, y)
     if estimator == "gaussian":
         if be == "native":
-            from . import cpu
+            from miprun.mi import cpu
             return cpu.gaussian_cpu(x, y, reduction=reduction)
         return gaussian_ref(x, y, reduction=reduction)
     if estimator == "hist":
         n_pair = x.shape[0] * (x.shape[1] if reduction == "pooled" else 1)
         nb = resolve_bins(bins, n_pair)
         if be == "native":
-            from . import cpu
+            from miprun.mi import cpu
             return cpu.hist_cpu(x, y, bins=nb, binning=binning, reduction=reduction,
                                 miller_madow=bias_correction == "miller_madow")
         if be == "triton":
-            from ..kernels import hist as khist
-            return khist.hist_triton(x, y, bins=nb, binning=binning, reduction=reduction,
-                                     miller_madow=bias_correction == "miller_madow")
+            from miprun.kernels import hist as khist  # triton is optional: imported only on this path
+            from miprun.mi.codes import mi_from_counts
+            counts = khist.hist_counts_triton(x, y, bins=nb, binning=binning, reduction=reduction)
+            return mi_from_counts(counts, miller_madow=bias_correction == "miller_madow")
         return hist_ref(x, y, bins=nb, binning=binning, reduction=reduction, bias_correction=bias_correction)
     # ksg
     if be == "reference":
@@ -151,9 +120,9 @@ def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "poole
     if xs.shape[0] < k + 1:
         raise ValueError(f"KSG with k={k} needs at least {k + 1} samples, got {xs.shape[0]}")
     if be == "native":
-        from . import cpu
+        from miprun.mi import cpu
         raw = cpu.ksg_per_dim_cpu(xs, ys, k) if reduction == "per_dim" else cpu.ksg_points_cpu(xs, ys, k)
     else:
-        from ..kernels import knn
+        from miprun.kernels import knn
         raw = knn.ksg_per_dim_triton(xs, ys, k) if reduction == "per_dim" else knn.ksg_points_triton(xs, ys, k)
     return max(0.0, float(raw))

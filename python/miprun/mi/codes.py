@@ -11,17 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from .binning import edges_ref
-from .hist import mi_from_joint_counts_ref
-
-
-def _backend(t: torch.Tensor, backend: str) -> str:
-    if backend != "auto":
-        return backend
-    if t.device.type == "cuda":
-        return "triton"
-    from .._native import native_available
-    return "native" if native_available() else "reference"
+from miprun.mi.backend import resolve_backend
+from miprun.mi.binning import edges_ref
+from miprun.mi.hist import mi_from_joint_counts_ref
 
 
 # ----------------------------------------------------------------------------- references
@@ -67,25 +59,25 @@ def mi_from_codes_ref2d(cx: torch.Tensor, cy: torch.Tensor, bins: int, per_dim: 
 def compute_edges(x: torch.Tensor, *, bins: int, binning: str = "quantile", per_dim: bool = False,
                   backend: str = "auto") -> torch.Tensor:
     """Bin edges of ``x: (n, d)`` on its device: ``(bins-1,)``, or ``(d, bins-1)`` per column."""
-    be = _backend(x, backend)
+    be = resolve_backend(backend, x.device)
     if be == "native":
-        from .cpu import compute_edges_cpu
+        from miprun.mi.cpu import compute_edges_cpu
         return compute_edges_cpu(x, bins=bins, binning=binning, per_dim=per_dim)
     if be == "triton":
         # on the device, without the float64 copy the reference sorts (16 bytes per element)
-        from ..kernels.edges import compute_edges_triton
+        from miprun.kernels.edges import compute_edges_triton
         return compute_edges_triton(x, bins=bins, binning=binning, per_dim=per_dim)
     return compute_edges_ref(x, bins, binning, per_dim)
 
 
 def codes_from_edges(x: torch.Tensor, edges: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     """uint8 codes of ``x: (n, d)`` against ``edges`` (``(bins-1,)`` or ``(d, bins-1)``)."""
-    be = _backend(x, backend)
+    be = resolve_backend(backend, x.device)
     if be == "native":
-        from .cpu import codes_from_edges_cpu
+        from miprun.mi.cpu import codes_from_edges_cpu
         return codes_from_edges_cpu(x, edges)
     if be == "triton":
-        from ..kernels.hist import codes_from_edges_triton
+        from miprun.kernels.hist import codes_from_edges_triton
         return codes_from_edges_triton(x, edges)
     return codes_from_edges_ref(x, edges)
 
@@ -93,12 +85,12 @@ def codes_from_edges(x: torch.Tensor, edges: torch.Tensor, *, backend: str = "au
 def joint_counts(cx: torch.Tensor, cy: torch.Tensor, *, bins: int, per_dim: bool = False,
                  backend: str = "auto") -> torch.Tensor:
     """int64 joint histogram of code arrays ``cx, cy: (n, d)``: ``(bins, bins)`` or ``(d, bins, bins)``."""
-    be = _backend(cx, backend)
+    be = resolve_backend(backend, cx.device)
     if be == "native":
-        from .cpu import joint_counts_cpu
+        from miprun.mi.cpu import joint_counts_cpu
         return joint_counts_cpu(cx, cy, bins=bins, per_dim=per_dim)
     if be == "triton":
-        from ..kernels.hist import joint_counts_triton
+        from miprun.kernels.hist import joint_counts_triton
         return joint_counts_triton(cx, cy, bins=bins, per_dim=per_dim)
     return joint_counts_ref(cx, cy, bins, per_dim)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._native import core
+from miprun._native import core
 
 __all__ = ["hist_cpu", "compute_edges_cpu", "codes_from_edges_cpu", "joint_counts_cpu",
            "ksg_points_cpu", "ksg_per_dim_cpu", "gaussian_cpu"]

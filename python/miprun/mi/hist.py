@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .binning import bin_codes_ref, edges_ref
+from miprun.mi.binning import bin_codes_ref, edges_ref
 
 BIAS_CORRECTIONS = (None, "miller_madow")
 

@@ -36,9 +36,9 @@ from typing import Callable, Union
 
 import numpy as np
 
-from ._native import core
-from .plan import Plan, runs_of
-from .table import DISTANCE_ESTIMATORS, MI_ESTIMATORS, ScoreTable
+from miprun._native import core
+from miprun.selection.plan import Plan, runs_of
+from miprun.scoring.table import DISTANCE_ESTIMATORS, MI_ESTIMATORS, ScoreTable
 
 SELECTORS = ("fast_block_select", "optimal", "exhaustive", "greedy", "shortgpt", "gromov")
 SCALES = ("raw", "normalised")

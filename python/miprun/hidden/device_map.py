@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .blockrun import capture_block_args, move_to, run_block
-from .surgery import find_blocks
+from miprun.hidden.capture import capture_block_args, move_to, run_block
+from miprun.models.blocks import find_blocks
 
 __all__ = ["load_with_device_map", "execution_device", "iter_hidden_states_device_map"]
 

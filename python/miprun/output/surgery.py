@@ -21,7 +21,8 @@ from typing import Any
 
 from torch import nn
 
-from .families import family_of, supported_families
+from miprun.models.blocks import block_prefix, find_blocks, text_config
+from miprun.models.families import family_of, supported_families
 
 __all__ = [
     "find_blocks",
@@ -34,21 +35,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Where decoder blocks live, tried in order: causal-LM wrappers first, then base models.
-BLOCK_PATHS = (
-    "model.layers",
-    "model.decoder.layers",
-    "model.language_model.layers",
-    "transformer.h",
-    "transformer.layers",
-    "transformer.blocks",
-    "gpt_neox.layers",
-    "decoder.layers",
-    "layers",
-    "h",
-    "blocks",
-)
-
 #: Attributes in which a block's modules store their own block index.
 LAYER_INDEX_ATTRS = ("layer_idx", "layer_id", "layer_number", "layer_index", "layer_num", "block_idx", "block_id")
 
@@ -57,83 +43,6 @@ _NOT_PER_LAYER = frozenset({
     "architectures", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "forced_decoder_ids",
     "mtp_layer_types", "mtp_mlp_layer_types", "id2label", "label2id",
 })
-
-
-def _get_path(obj: Any, path: str) -> Any:
-    try:
-        return operator.attrgetter(path)(obj)
-    except AttributeError:
-        return None
-
-
-def _text_config(config):
-    """The decoder's config: the config itself, or its text part for multimodal configs."""
-    get = getattr(config, "get_text_config", None)
-    return get(decoder=True) if callable(get) else config
-
-
-def find_blocks(model: nn.Module) -> tuple[nn.ModuleList, str]:
-    """The decoder block list of a model and its dotted attribute path.
-
-    Tries the usual places (``model.layers``, ``model.decoder.layers``, ``transformer.h``,
-    ``gpt_neox.layers``, ``layers``, ... see ``BLOCK_PATHS``) and takes the first non-empty
-    ``nn.ModuleList``; when the config states a block count, a list of that length is
-    preferred. Works on any architecture (it does not check :func:`supported_families`).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        A HuggingFace model (``*ForCausalLM`` or base model).
-
-    Returns
-    -------
-    blocks : torch.nn.ModuleList
-        The decoder blocks, in order.
-    path : str
-        Their attribute path, e.g. ``"model.layers"``.
-
-    Raises
-    ------
-    ValueError
-        When no block list is found; the message names the model class and the paths tried.
-    """
-    config = getattr(model, "config", None)
-    expected = getattr(_text_config(config), "num_hidden_layers", None) if config is not None else None
-    found: list[tuple[nn.ModuleList, str]] = []
-    for path in BLOCK_PATHS:
-        mod = _get_path(model, path)
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0:
-            found.append((mod, path))
-    for mod, path in found:
-        if expected is None or len(mod) == expected:
-            return mod, path
-    if found:
-        return found[0]
-    raise ValueError(
-        f"cannot find the decoder blocks of {type(model).__name__}: looked for a non-empty nn.ModuleList at "
-        f"{', '.join(BLOCK_PATHS)}; this architecture is not supported (supported model types: "
-        f"{', '.join(supported_families())})"
-    )
-
-
-def block_prefix(model_or_config) -> str:
-    """The state-dict key prefix of the blocks, e.g. ``"model.layers."`` (block ``i`` is ``prefix + f"{i}."``).
-
-    Parameters
-    ----------
-    model_or_config : torch.nn.Module or transformers.PretrainedConfig
-        A model (the prefix is read from where its blocks are), or a config of a supported
-        family (the prefix of that family's ``*ForCausalLM`` checkpoints).
-
-    Notes
-    -----
-    Checkpoints saved from a base model (e.g. the original GPT-2 files, keys ``h.0...``)
-    lack the base-model attribute; a caller renaming keys of such files should also accept
-    the prefix without its first component.
-    """
-    if isinstance(model_or_config, nn.Module):
-        return find_blocks(model_or_config)[1] + "."
-    return family_of(model_or_config).block_path + "."
 
 
 def _check_kept(kept_blocks: Sequence[int], num_blocks: int) -> list[int]:
@@ -162,7 +71,7 @@ def per_layer_fields(config) -> list[str]:
     count is per-layer (``layer_types``, ``mlp_layer_types``, per-layer widths, ...),
     except fields known to hold something else (token ids, ``architectures``, ...).
     """
-    cfg = _text_config(config)
+    cfg = text_config(config)
     n = cfg.num_hidden_layers
     out = []
     for name, value in vars(cfg).items():
@@ -202,7 +111,7 @@ def prune_config(config, kept_blocks: Sequence[int]) -> None:
         Unsupported family, or ``kept_blocks`` with duplicates, out-of-range or no entries.
     """
     family_of(config)
-    cfg = _text_config(config)
+    cfg = text_config(config)
     old = int(cfg.num_hidden_layers)
     kept = _check_kept(kept_blocks, old)
     # Re-validated at the end, but only when it was valid before: some configs on the Hub
@@ -340,7 +249,7 @@ def remove_blocks(model: nn.Module, blocks: Sequence[int]) -> nn.Module:
     family_of(config, type(model).__name__)
     block_list, path = find_blocks(model)
     num_blocks = len(block_list)
-    declared = _text_config(config).num_hidden_layers
+    declared = text_config(config).num_hidden_layers
     if declared != num_blocks:
         raise ValueError(
             f"{type(model).__name__} has {num_blocks} blocks at {path} but its config says num_hidden_layers="
@@ -359,7 +268,7 @@ def remove_blocks(model: nn.Module, blocks: Sequence[int]) -> nn.Module:
         return model
     gone = set(removed)
     kept = [i for i in range(num_blocks) if i not in gone]
-    configs = [c for c in _configs_of(model) if getattr(_text_config(c), "num_hidden_layers", None) == num_blocks]
+    configs = [c for c in _configs_of(model) if getattr(text_config(c), "num_hidden_layers", None) == num_blocks]
     for cfg in configs:
         prune_config(copy.deepcopy(cfg), kept)  # a dry run: a config it cannot prune leaves the model untouched
 
@@ -371,7 +280,7 @@ def remove_blocks(model: nn.Module, blocks: Sequence[int]) -> nn.Module:
         del block_list[i]  # ModuleList renumbers its keys 0..k-1
     for cfg in configs:
         # Checked again: two configs may share one text config, which is pruned once.
-        if _text_config(cfg).num_hidden_layers == num_blocks:
+        if text_config(cfg).num_hidden_layers == num_blocks:
             prune_config(cfg, kept)
     _renumber_device_map(model, path, kept)
     return model

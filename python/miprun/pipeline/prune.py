@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from .plan import Plan
-from .table import ScoreTable
+from miprun.selection.plan import Plan
+from miprun.scoring.table import ScoreTable
 
 __all__ = ["PruneResult", "prune", "estimator_for", "blocks_to_remove", "BASELINE_ESTIMATORS"]
 
@@ -155,15 +155,15 @@ def prune(model, calibration, *, num_blocks: int | None = None, ratio: float | N
     -------
     PruneResult
     """
-    from .select import SELECTORS
+    from miprun.selection.select import SELECTORS
     timings: dict[str, float] = {}
     if selector not in SELECTORS:
         raise ValueError(f"selector must be one of {SELECTORS}, got {selector!r}")
     est = estimator_for(selector, estimator)
-    from ._native import core
+    from miprun._native import core
     core()  # the selectors run in the native core: say it is missing now, not after scoring
     if offload == "auto":
-        from .stream import resolve_offload
+        from miprun.hidden.stream import resolve_offload
         offload = _is_path(model) and resolve_offload("auto", str(model), device=device, dtype=dtype,
                                                       n_samples=n_samples, seq_len=seq_len or 2048)
     if offload and not _is_path(model):
@@ -171,15 +171,15 @@ def prune(model, calibration, *, num_blocks: int | None = None, ratio: float | N
                          "not a loaded model")
 
     # --- everything cheap first: config, block count, output folder, calibration tokens
-    from .calibrate import window_length
-    from .models import inspect_model
-    from .score import resolve_calibration
+    from miprun.calibration.windows import window_length
+    from miprun.models.loading import inspect_model
+    from miprun.scoring.score import resolve_calibration
     t = time.perf_counter()
     info = inspect_model(model, trust_remote_code=trust_remote_code, require_family=True)
     name, folder, config, total = info.name, info.folder, info.config, info.num_blocks
     n_remove = blocks_to_remove(num_blocks, ratio, total)
     if out_dir is not None:
-        from .save import check_output_dir
+        from miprun.output.save import check_output_dir
         out_dir = check_output_dir(out_dir, overwrite=overwrite, source_dir=folder)
     if offload and out_dir is None:
         raise ValueError("offload=True writes the pruned checkpoint shard by shard: give out_dir (--out)")
@@ -211,7 +211,7 @@ def prune(model, calibration, *, num_blocks: int | None = None, ratio: float | N
                         bias_correction=bias_correction, max_samples=max_samples, seed=seed, skip_first=skip_first,
                         batch_size=batch_size, device=device, progress=progress and main, backend=backend,
                         **shard_kwargs)
-    from .score import score_blocks
+    from miprun.scoring.score import score_blocks
     t = time.perf_counter()
     if offload:
         timings["load"] = 0.0
@@ -220,26 +220,26 @@ def prune(model, calibration, *, num_blocks: int | None = None, ratio: float | N
         source = {"path": str(folder), "model_type": getattr(config, "model_type", None), "num_blocks": total}
     else:
         if _is_path(model):
-            from .models import load_model
+            from miprun.models.loading import load_model
             model = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
             timings["load"] = time.perf_counter() - t
         else:
             timings["load"] = 0.0
-        from .report import describe_source
+        from miprun.output.report import describe_source
         source = describe_source(model, name)
         t = time.perf_counter()
         table = score_blocks(model, score_ids, **score_kwargs)
     table.settings["calibration"] = calib_desc
     timings["score"] = time.perf_counter() - t
 
-    from .select import select
+    from miprun.selection.select import select
     t = time.perf_counter()
     plan = select(table, n_remove, selector=selector, **(select_options or {}))
     timings["select"] = time.perf_counter() - t
 
     t = time.perf_counter()
     if not offload:
-        from .surgery import remove_blocks
+        from miprun.output.surgery import remove_blocks
         remove_blocks(model, plan.removed)
     timings["surgery"] = time.perf_counter() - t
 
@@ -247,7 +247,7 @@ def prune(model, calibration, *, num_blocks: int | None = None, ratio: float | N
                 "reduction": reduction, "max_run": run, "seed": seed, "device": str(device) if device else None,
                 "dtype": None if dtype is None else str(dtype), "offload": bool(offload),
                 "calibration": calib_desc, "select_options": dict(select_options or {})}
-    from .report import build_report, standard_plots
+    from miprun.output.report import build_report, standard_plots
     if data_parallel is not None:
         settings["world_size"] = data_parallel.world_size
     report = build_report(plan, table, settings, timings, source, pruned_model=None if offload else model)
@@ -257,11 +257,11 @@ def prune(model, calibration, *, num_blocks: int | None = None, ratio: float | N
         t = time.perf_counter()
         figures = standard_plots(table, plan) if plots else None
         if offload:
-            from .shards import write_pruned_checkpoint
+            from miprun.output.shards import write_pruned_checkpoint
             out_dir = write_pruned_checkpoint(folder, plan.removed, out_dir, report=report, overwrite=overwrite,
                                               tokenizer_dir=folder, plots=figures)
         else:
-            from .save import save_pruned
+            from miprun.output.save import save_pruned
             out_dir = save_pruned(model, tok, out_dir, report=report, overwrite=overwrite, source_dir=folder,
                                   plots=figures)
         timings["save"] = time.perf_counter() - t
@@ -274,7 +274,7 @@ def prune(model, calibration, *, num_blocks: int | None = None, ratio: float | N
 # ----------------------------------------------------------------------------- helpers
 def check_vocabulary(ids: torch.Tensor, config) -> None:
     """Refuse token ids outside the model's vocabulary (a tokenizer from another model)."""
-    from .models import text_config
+    from miprun.models.blocks import text_config
     vocab = getattr(text_config(config), "vocab_size", None)
     if isinstance(vocab, int) and int(ids.max()) >= vocab:
         raise ValueError(f"calibration token id {int(ids.max())} is outside the model's vocabulary of {vocab}; "
@@ -283,7 +283,7 @@ def check_vocabulary(ids: torch.Tensor, config) -> None:
 
 def model_tokenizer(name: str, *, trust_remote_code: bool = False, required: bool = True):
     """The model's own tokenizer; None when it has none and ``required`` is false."""
-    from .models import load_tokenizer
+    from miprun.models.loading import load_tokenizer
     try:
         return load_tokenizer(name, trust_remote_code=trust_remote_code)
     except (ValueError, OSError):
@@ -295,7 +295,7 @@ def model_tokenizer(name: str, *, trust_remote_code: bool = False, required: boo
 
 def _rewrite_report(path: Path, report: dict) -> None:
     """Replace ``report.json`` (now with the save time) through a temporary file: never half-written."""
-    from .save import write_json
+    from miprun.output.save import write_json
     tmp = path.with_name(f".{path.name}.tmp")
     write_json(tmp, report)
     os.replace(tmp, path)

@@ -116,7 +116,7 @@ def _device(name: str | None) -> str:
 
 def load(args):
     """Model and tokenizer named by the parsed arguments."""
-    from .models import load_model, load_tokenizer
+    from miprun.models.loading import load_model, load_tokenizer
     model = load_model(args.model, device=_device(args.device), dtype=args.dtype,
                        trust_remote_code=args.trust_remote_code)
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
@@ -140,7 +140,7 @@ def _check_inputs(args) -> None:
     if args.stride is not None and args.seq_len is not None and args.stride > args.seq_len:
         raise ValueError(f"--stride {args.stride} is larger than --seq-len {args.seq_len}; use a stride <= seq-len")
     if args.tasks is not None:
-        from .zeroshot import resolve_data_dir, resolve_task_names
+        from miprun.evaluate.zeroshot import resolve_data_dir, resolve_task_names
         names = resolve_task_names(args.tasks)
         if any(n.startswith("miprun_") for n in names):
             resolve_data_dir(args.data_dir)
@@ -148,7 +148,7 @@ def _check_inputs(args) -> None:
 
 def run_eval(args) -> int:
     """``miprun eval``: evaluate, print the table, optionally write JSON."""
-    from .evaluate import evaluate_model, format_evaluation
+    from miprun.evaluate.summary import evaluate_model, format_evaluation
     _check_inputs(args)  # before loading the model: fail fast on typos
     model, tokenizer = load(args)
     result = evaluate_model(model, tokenizer, ppl=args.ppl, seq_len=args.seq_len, stride=args.stride,
@@ -170,7 +170,7 @@ def versions() -> dict:
     import torch
     import transformers
 
-    from . import __version__
+    from miprun import __version__
     out = {"miprun": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
            "python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor()}
     try:
@@ -185,5 +185,5 @@ def versions() -> dict:
 
 def run_compare(args) -> int:
     """``miprun compare``: see :func:`miprun.compare.compare`."""
-    from .compare import compare_cli
+    from miprun.pipeline.compare import compare_cli
     return compare_cli(args)

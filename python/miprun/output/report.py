@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .plan import Plan
-from .table import MI_ESTIMATORS, ScoreTable
+from miprun.selection.plan import Plan
+from miprun.scoring.table import MI_ESTIMATORS, ScoreTable
 
 __all__ = [
     "build_report",
@@ -77,7 +77,7 @@ def _version(dist: str) -> str | None:
 
 def versions() -> dict[str, Any]:
     """Versions of miprun, python, torch, transformers and the libraries that shape the numbers."""
-    from . import __version__
+    from miprun import __version__
 
     out: dict[str, Any] = {"miprun": __version__, "python": platform.python_version(),
                            "platform": platform.platform()}
@@ -102,7 +102,7 @@ def count_parameters(model) -> int:
 
 def block_parameter_counts(model) -> list[int]:
     """Parameters of each decoder block, in block order."""
-    from .surgery import find_blocks
+    from miprun.models.blocks import find_blocks
 
     blocks, _ = find_blocks(model)
     return [count_parameters(b) for b in blocks]
@@ -125,7 +125,7 @@ def describe_source(model, path: str | os.PathLike | None = None) -> dict[str, A
         ``num_parameters`` and ``block_parameters`` (per block, so that the count after
         removal follows without the pruned model).
     """
-    from .surgery import find_blocks
+    from miprun.models.blocks import find_blocks
 
     blocks, block_path = find_blocks(model)
     config = getattr(model, "config", None)
@@ -272,7 +272,7 @@ def plot_score_table(table: ScoreTable, path: str | os.PathLike, *, pruned: Sequ
     """
     from matplotlib.patches import Rectangle
 
-    from .plan import runs_of
+    from miprun.selection.plan import runs_of
 
     T, R = table.num_blocks, table.max_run
     fig = _figure(min(4 + 0.28 * T, 24), min(2.2 + 0.45 * R, 10))

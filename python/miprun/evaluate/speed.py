@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .perplexity import device_of, model_max_length
+from miprun.evaluate.perplexity import device_of, model_max_length
 
 __all__ = ["ParameterCount", "SpeedResult", "count_parameters", "prefill_and_decode", "measure_speed"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
-from .checkpoint import Checkpoint
+from miprun.models.checkpoint import Checkpoint
 
 #: Fraction of the free memory a run may plan to use; the rest absorbs allocator slack.
 USABLE_FRACTION = 0.9

@@ -10,20 +10,15 @@ inputs. Only the current state is kept, and no KV cache is built.
 
 from __future__ import annotations
 
-import sys
 from typing import Iterator
 
 import torch
 from torch import nn
 
-from .blockrun import capture_block_args, run_block
+from miprun.hidden.capture import capture_block_args, run_block
+from miprun.util.progress import progress_bar
 
-__all__ = ["iter_hidden_states", "compute_device", "progress_enabled", "progress_bar"]
-
-
-def progress_enabled(progress: bool) -> bool:
-    """Progress bars only when asked for and when stderr is a terminal."""
-    return bool(progress) and sys.stderr.isatty()
+__all__ = ["iter_hidden_states", "compute_device"]
 
 
 def compute_device(model: nn.Module, device=None) -> torch.device:
@@ -76,7 +71,7 @@ def iter_hidden_states(model: nn.Module, input_ids: torch.Tensor, *, batch_size:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if blocks is None:
-        from .surgery import find_blocks
+        from miprun.models.blocks import find_blocks
         blocks = find_blocks(model)[0]
     dev = compute_device(model, device)
     home = compute_device(model, None)
@@ -111,19 +106,3 @@ def _run_block(blk: nn.Module, state: torch.Tensor, calls: list, dev: torch.devi
     finally:
         if moved:
             blk.to(block_home)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def progress_bar(total: int, progress: bool, *, desc: str = "blocks", unit: str = "block"):
-    """A tqdm bar, or a no-op stand-in when progress is off or stderr is not a terminal."""
-    if not progress_enabled(progress):
-        return _NoBar()
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, leave=False)

@@ -154,7 +154,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False,
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as strict JSON (NaN and infinities become null; numpy/torch/Path values converted)."""
-    from .report import to_jsonable
+    from miprun.output.report import to_jsonable
 
     path = Path(path)
     path.write_text(json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")

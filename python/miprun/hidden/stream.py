@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .blockrun import capture_block_args, run_block
-from .checkpoint import SAFETENSORS_DTYPES, Checkpoint
-from .memory import check_dtype_runs, check_fits, estimate_offload, release_host_memory, should_offload
-from .surgery import find_blocks
+from miprun.hidden.capture import capture_block_args, run_block
+from miprun.models.checkpoint import SAFETENSORS_DTYPES, Checkpoint
+from miprun.hidden.memory import check_dtype_runs, check_fits, estimate_offload, release_host_memory, should_offload
+from miprun.models.blocks import find_blocks
 
 __all__ = ["StreamPlan", "prepare_offload", "iter_hidden_states_offload", "build_meta_model", "resolve_offload"]
 

@@ -143,7 +143,7 @@ def run_demo(out_dir=None, *, overwrite: bool = False, seed: int = 0, progress: 
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .prune import prune
+    from miprun.pipeline.prune import prune
     tokenizer = demo_tokenizer()
     model = demo_model(tokenizer, seed=seed, planted=planted)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="miprun-demo-")) / "pruned"

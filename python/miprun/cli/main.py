@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 try:
-    from . import eval_cli
+    from miprun.cli import evaluate as eval_cli
 except ImportError:  # the evaluation commands are optional
     eval_cli = None
 
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _quiet_libraries(quiet: bool) -> None:
     """transformers' own progress bars and warnings follow --quiet / non-terminal stderr."""
-    from .layerwise import progress_enabled
+    from miprun.util.progress import progress_enabled
     if not progress_enabled(not quiet):
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
@@ -146,7 +146,7 @@ def _data_parallel(args):
     """The data-parallel run ``torchrun`` started (``WORLD_SIZE`` > 1), else None."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
-    from .distributed import DataParallel
+    from miprun.scoring.distributed import DataParallel
     dp = DataParallel.from_env(device=args.device)
     _OPENED.append(dp)
     return dp
@@ -161,10 +161,10 @@ def _device(arg):
 
 def run_score(args) -> int:
     """``miprun score``: write (or print) the score table."""
-    from .calibrate import window_length
-    from .models import inspect_model, load_model
-    from .prune import check_vocabulary, model_tokenizer
-    from .score import resolve_calibration, score_blocks
+    from miprun.calibration.windows import window_length
+    from miprun.models.loading import inspect_model, load_model
+    from miprun.pipeline.prune import check_vocabulary, model_tokenizer
+    from miprun.scoring.score import resolve_calibration, score_blocks
     _quiet_libraries(args.quiet)
     estimator = args.estimator or "hist"
     info = inspect_model(args.model, trust_remote_code=args.trust_remote_code, require_family=False)
@@ -204,7 +204,7 @@ def run_score(args) -> int:
 
 def run_prune(args) -> int:
     """``miprun prune``: score, select, remove, save; print the plan."""
-    from .prune import model_tokenizer, prune
+    from miprun.pipeline.prune import model_tokenizer, prune
     _quiet_libraries(args.quiet)
     tokenizer = None
     if args.tokenizer is not None:
@@ -230,7 +230,7 @@ def run_prune(args) -> int:
 
 def run_demo(args) -> int:
     """``miprun demo``: see :mod:`miprun.demo`."""
-    from .demo import run_demo as demo
+    from miprun.pipeline.demo import run_demo as demo
     _quiet_libraries(args.quiet)
     result = demo(out_dir=args.out, overwrite=args.overwrite, seed=args.seed, progress=not args.quiet)
     return 0 if result.found_planted else 1
@@ -258,7 +258,7 @@ def _check_table_out(out, overwrite: bool, folder) -> Path | None:
 
 
 def _jsonable(obj):
-    from .report import to_jsonable
+    from miprun.output.report import to_jsonable
     return to_jsonable(obj)
 
 

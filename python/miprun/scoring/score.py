@@ -21,12 +21,12 @@ from typing import Iterable, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .mi import REDUCTIONS
-from .mi.binning import BIN_RULES, resolve_bins
-from .mi.hist import BIAS_CORRECTIONS
-from .mi.ksg import DEFAULT_PROJECTION_DIM
-from .table import DISTANCE_ESTIMATORS, ScoreTable
-from .window import make_scorer
+from miprun.mi import REDUCTIONS
+from miprun.mi.binning import BIN_RULES, resolve_bins
+from miprun.mi.hist import BIAS_CORRECTIONS
+from miprun.mi.ksg import DEFAULT_PROJECTION_DIM
+from miprun.scoring.table import DISTANCE_ESTIMATORS, ScoreTable
+from miprun.scoring.scorers import make_scorer
 
 __all__ = ["Reducer", "LocalReducer", "score_states", "score_blocks", "default_max_run", "DEFAULT_EDGE_TOKENS"]
 
@@ -242,7 +242,7 @@ def _setup(x: torch.Tensor, *, estimator, reduction, bins, binning, k, bias_corr
 
 
 def _bar(total: int, progress: bool):
-    from .layerwise import progress_bar
+    from miprun.util.progress import progress_bar
     return progress_bar(total, progress, desc="scoring", unit="state")
 
 
@@ -260,7 +260,7 @@ def resolve_calibration(calibration, *, tokenizer=None, n_samples: int = 128, se
     or a ``(source, tokenizer)`` pair, read with :func:`miprun.calibrate.load_calibration`.
     """
     import os
-    from .calibrate import describe_calibration, load_calibration
+    from miprun.calibration.windows import describe_calibration, load_calibration
     if isinstance(calibration, (str, os.PathLike)):
         if tokenizer is None:
             raise ValueError(f"calibration text {calibration} needs a tokenizer; pass tokenizer=... or token ids")
@@ -320,13 +320,14 @@ def score_blocks(model, calibration, *, estimator: str = "hist", reduction: str 
         ``settings`` holds every option plus a ``calibration`` description (source,
         sizes, token count, sha256 of the token ids).
     """
-    from .layerwise import iter_hidden_states
-    from .models import load_config, local_dir, num_blocks_of
+    from miprun.hidden.runner import iter_hidden_states
+    from miprun.models.loading import load_config, local_dir
+    from miprun.models.blocks import num_blocks_of
     _check_options(estimator, reduction, bins, binning, k, bias_correction, max_samples, skip_first,
                    edge_tokens, backend)
     ids, calib_desc = resolve_calibration(calibration, n_samples=n_samples, seq_len=seq_len, seed=calibration_seed)
     if offload == "auto":
-        from .stream import resolve_offload
+        from miprun.hidden.stream import resolve_offload
         offload = resolve_offload("auto", model, device=device, dtype=dtype, n_samples=int(ids.shape[0]),
                                   seq_len=int(ids.shape[1]))
     if offload:
@@ -338,8 +339,8 @@ def score_blocks(model, calibration, *, estimator: str = "hist", reduction: str 
             raise ValueError(f"offload=True needs a local checkpoint folder, got hub id {model!r}; download it first")
         config = load_config(folder, trust_remote_code=trust_remote_code)
         num_blocks = num_blocks_of(config)
-        from .memory import window_bytes
-        from .stream import iter_hidden_states_offload
+        from miprun.hidden.memory import window_bytes
+        from miprun.hidden.stream import iter_hidden_states_offload
         text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
         hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0) or 0)
         run = default_max_run(num_remove, num_blocks) if max_run is None else max_run
@@ -349,9 +350,9 @@ def score_blocks(model, calibration, *, estimator: str = "hist", reduction: str 
                                             progress=progress, window_bytes=window)
     else:
         if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-            from .models import load_model
+            from miprun.models.loading import load_model
             model = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        from .surgery import find_blocks
+        from miprun.models.blocks import find_blocks
         blocks = find_blocks(model)[0]
         num_blocks = len(blocks)
         states = iter_hidden_states(model, ids, batch_size=batch_size, device=device, progress=progress,

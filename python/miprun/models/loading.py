@@ -13,6 +13,9 @@ from typing import Any
 
 import torch
 
+from miprun.models.blocks import find_blocks, num_blocks_of, text_config
+from miprun.models.families import family_of
+
 __all__ = ["resolve_dtype", "local_dir", "load_config", "check_causal_lm", "num_blocks_of", "text_config",
            "ModelInfo", "inspect_model", "load_model", "load_tokenizer"]
 
@@ -91,20 +94,6 @@ def check_causal_lm(config, name="model", *, trust_remote_code: bool = False) ->
     arch = (getattr(config, "architectures", None) or [type(config).__name__])[0]
     raise ValueError(f"{name} is a {arch} model (model_type {model_type!r}), not a causal language model that "
                      f"AutoModelForCausalLM can load; miprun prunes decoder-only causal LMs")
-
-
-def text_config(config):
-    """The decoder's config: the config itself, or its text part for multimodal configs."""
-    get = getattr(config, "get_text_config", None)
-    return get(decoder=True) if callable(get) else config
-
-
-def num_blocks_of(config) -> int:
-    """Number of decoder blocks a config declares (its text part for multimodal configs)."""
-    n = getattr(text_config(config), "num_hidden_layers", None)
-    if not isinstance(n, int):
-        raise ValueError(f"cannot tell how many blocks a {type(config).__name__} has (no num_hidden_layers)")
-    return n
 
 
 def load_model(name_or_path, *, device=None, dtype=None, trust_remote_code: bool = False):
@@ -191,10 +180,8 @@ def inspect_model(model, *, trust_remote_code: bool = False, require_family: boo
             raise ValueError(f"model must be a Hugging Face causal LM or a folder / hub id, got {type(model).__name__}")
         name = getattr(model, "name_or_path", None) or type(model).__name__
         folder = Path(name).expanduser().resolve() if Path(name).expanduser().is_dir() else None
-        from .surgery import find_blocks
         total = len(find_blocks(model)[0])
     if require_family:
-        from .families import family_of
         family_of(text_config(config))
     if total < 2:
         raise ValueError(f"the model has {total} block(s); scoring and pruning need at least 2")

@@ -167,7 +167,7 @@ class DataParallel:
         device : str or torch.device, optional
             Compute device; default ``cuda:<LOCAL_RANK>`` with CUDA, else CPU.
         """
-        from .score import LocalReducer
+        from miprun.scoring.score import LocalReducer
 
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
@@ -228,7 +228,7 @@ def score_blocks_data_parallel(model, calibration, *, data_parallel: DataParalle
     ScoreTable
         Its settings record ``world_size`` and the FULL calibration's description.
     """
-    from .score import resolve_calibration, score_blocks
+    from miprun.scoring.score import resolve_calibration, score_blocks
 
     dp = data_parallel if data_parallel is not None else DataParallel.from_env(device=kwargs.get("device"))
     ids, desc = resolve_calibration(calibration, n_samples=n_samples, seq_len=seq_len, seed=calibration_seed)

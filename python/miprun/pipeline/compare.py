@@ -91,7 +91,7 @@ def parse_variants(text: str | None) -> tuple[tuple[str, str], ...]:
     """``"hist:pooled,ksg:per_dim"`` -> pairs; None -> :data:`MI_VARIANTS`."""
     if text is None:
         return MI_VARIANTS
-    from .mi import REDUCTIONS
+    from miprun.mi import REDUCTIONS
     out = []
     for item in text.split(","):
         item = item.strip()
@@ -122,15 +122,15 @@ class _Evaluator:
     def __call__(self, removed: Sequence[int]) -> tuple[dict, dict]:
         key = tuple(sorted(int(b) for b in removed))
         if key not in self.cache:
-            from .evaluate import perplexity
-            from .surgery import remove_blocks
+            from miprun.evaluate.summary import perplexity
+            from miprun.output.surgery import remove_blocks
             pruned = remove_blocks(copy.deepcopy(self.model), list(key)) if key else self.model
             ppl = {name: perplexity(pruned, ids, seq_len=self.seq_len, stride=self.stride,
                                     batch_size=self.ppl_batch_size).perplexity
                    for name, ids in self.eval_ids.items()}
             acc = {}
             if self.tasks:
-                from .zeroshot import evaluate_tasks
+                from miprun.evaluate.zeroshot import evaluate_tasks
                 res = evaluate_tasks(pruned, self.tokenizer, self.tasks, data_dir=self.data_dir, limit=self.limit,
                                      batch_size=self.task_batch_size, seed=self.seed)
                 acc = {name: r.metrics.get("acc", float("nan")) for name, r in res.items()}
@@ -180,9 +180,9 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int, *, eva
     -------
     CompareResult
     """
-    from .score import score_blocks
-    from .select import select
-    from .surgery import find_blocks
+    from miprun.scoring.score import score_blocks
+    from miprun.selection.select import select
+    from miprun.models.blocks import find_blocks
 
     say = log or (lambda _msg: None)
     if not eval_ids:
@@ -335,7 +335,7 @@ def write_outputs(result: CompareResult, out_dir: str | Path, *, extra: dict | N
     ValueError
         When ``out_dir`` already holds a comparison and ``overwrite`` is False.
     """
-    from .eval_cli import write_json
+    from miprun.cli.evaluate import write_json
     out = Path(out_dir)
     names = {"markdown": out / "compare.md", "json": out / "compare.json", "plot": out / "compare.png"}
     existing = [str(p) for p in names.values() if p.exists()]
@@ -350,9 +350,9 @@ def write_outputs(result: CompareResult, out_dir: str | Path, *, extra: dict | N
 
 def compare_cli(args) -> int:
     """``miprun compare`` from parsed arguments (see :func:`miprun.eval_cli.register`)."""
-    from .calibrate import load_calibration
-    from .eval_cli import load, versions
-    from .evaluate import default_seq_len, read_text, tokenize_text
+    from miprun.calibration.windows import load_calibration
+    from miprun.cli.evaluate import load, versions
+    from miprun.evaluate.summary import default_seq_len, read_text, tokenize_text
 
     variants = parse_variants(args.estimators)
     texts = args.eval_text or [args.calib]
@@ -363,7 +363,7 @@ def compare_cli(args) -> int:
     if (out_dir / "compare.json").exists() and not args.overwrite:
         raise ValueError(f"{out_dir} already holds compare.json; pass --overwrite or choose another --out")
     if args.tasks:
-        from .zeroshot import resolve_data_dir, resolve_task_names
+        from miprun.evaluate.zeroshot import resolve_data_dir, resolve_task_names
         if any(n.startswith("miprun_") for n in resolve_task_names(args.tasks)):
             resolve_data_dir(args.data_dir)
     model, tokenizer = load(args)

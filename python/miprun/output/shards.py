@@ -18,8 +18,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from .checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
-from .memory import release_host_memory
+from miprun.models.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
+from miprun.hidden.memory import release_host_memory
 
 __all__ = ["write_pruned_checkpoint", "rename_map", "AUXILIARY_FILES"]
 
@@ -131,8 +131,9 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
     """
     from transformers import AutoConfig
 
-    from .save import atomic_output_dir, check_output_dir, write_report_and_plots
-    from .surgery import block_prefix, prune_config
+    from miprun.output.save import atomic_output_dir, check_output_dir, write_report_and_plots
+    from miprun.models.blocks import block_prefix
+    from miprun.output.surgery import prune_config
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():

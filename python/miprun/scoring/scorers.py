@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from .mi import codes
-from .mi.gaussian import _mi_from_rho
-from .mi.ksg import (DEFAULT_POOLED_SAMPLES, DEFAULT_PROJECTION_SAMPLES, random_projection, standardize_jitter,
-                     subsample_rows, ksg_points_ref)
+from miprun.mi import codes
+from miprun.mi.backend import resolve_backend
+from miprun.mi.gaussian import _mi_from_rho
+from miprun.mi.ksg import (DEFAULT_POOLED_SAMPLES, DEFAULT_PROJECTION_SAMPLES, random_projection, standardize_jitter, subsample_rows, ksg_points_ref)
 
 # Float64 temporaries of the row-wise scorers are bounded to this many elements (256 MiB).
 CHUNK_ELEMENTS = 1 << 25
@@ -34,16 +34,6 @@ CHUNK_ELEMENTS = 1 << 25
 # permutation of every element of a large state would not fit in memory); below it the
 # sample is exactly the one miprun.mi.ksg.prepare draws.
 PERMUTATION_LIMIT = 1 << 25
-
-
-def resolve_backend(device: torch.device, backend: str) -> str:
-    """``auto`` -> Triton for CUDA, the native core for CPU when built, else the float64 reference."""
-    if backend != "auto":
-        return backend
-    if device.type == "cuda":
-        return "triton"
-    from ._native import native_available
-    return "native" if device.type == "cpu" and native_available() else "reference"
 
 
 def global_subset(total: int, m: int | None, seed: int) -> torch.Tensor | None:
@@ -108,12 +98,12 @@ def ksg_core(xs: torch.Tensor, ys: torch.Tensor, k: int, per_dim: bool, backend:
     """KSG estimate in nats of prepared float64 point sets, clipped at 0 (as ``mutual_information``)."""
     if xs.shape[0] < k + 1:
         raise ValueError(f"KSG with k={k} needs at least {k + 1} samples, got {xs.shape[0]}")
-    be = resolve_backend(xs.device, backend)
+    be = resolve_backend(backend, xs.device)
     if be == "native":
-        from .mi import cpu
+        from miprun.mi import cpu
         raw = cpu.ksg_per_dim_cpu(xs, ys, k) if per_dim else cpu.ksg_points_cpu(xs, ys, k)
     elif be == "triton":
-        from .kernels import knn
+        from miprun.kernels import knn
         raw = knn.ksg_per_dim_triton(xs, ys, k) if per_dim else knn.ksg_points_triton(xs, ys, k)
     elif per_dim:
         vals = [ksg_points_ref(xs[:, j:j + 1], ys[:, j:j + 1], k) for j in range(xs.shape[1])]

@@ -1,0 +1,1 @@
+"""Stage 2, calibration tokens: read documents, tokenise, pack into seeded windows."""

@@ -1,0 +1,1 @@
+"""The ``miprun`` command: one module per subcommand over the pipeline."""

@@ -1,0 +1,1 @@
+"""Measurements of a (pruned) model: perplexity, zero-shot accuracy, parameter counts, speed."""

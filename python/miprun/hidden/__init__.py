@@ -1,0 +1,1 @@
+"""Stage 3, hidden states block by block: one runner over in-memory, streamed or device-mapped weights."""

@@ -1,0 +1,1 @@
+"""Leaf helpers every stage shares: progress bars, JSON, versions, devices and dtypes. Imports nothing of miprun."""
