@@ -10,6 +10,7 @@ alone, before any weight is read.
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+
+__all__ = ["TensorInfo", "Checkpoint", "read_header", "check_tensor_names", "expected_tensor_names",
+           "tensor_mismatch_error", "describe_names", "SAFETENSORS_DTYPES", "INDEX_NAME", "SINGLE_NAME"]
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -57,17 +61,47 @@ class TensorInfo:
         return n
 
 
+def _corrupt(path, what: str) -> ValueError:
+    return ValueError(f"{path} is truncated or corrupt ({what}): re-download or re-save it")
+
+
 def read_header(path: Path) -> dict:
-    """The JSON header of one ``.safetensors`` file (tensor entries plus ``__metadata__``)."""
+    """The JSON header of one ``.safetensors`` file (tensor entries plus ``__metadata__``).
+
+    Raises
+    ------
+    ValueError
+        When the file is shorter than its header says (a truncated download or copy), or
+        its header is not a safetensors header.
+    """
     with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
         raw = fh.read(8)
         if len(raw) != 8:
-            raise ValueError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
+            raise _corrupt(path, f"the file has {size} bytes, fewer than the 8 of its header length")
         (length,) = struct.unpack("<Q", raw)
+        # Checked before reading: a garbage length would otherwise ask for petabytes.
+        if length > size - 8:
+            raise _corrupt(path, f"header says its JSON is {length} bytes, file has {size - 8} after the length")
         body = fh.read(length)
-    if len(body) != length:
-        raise ValueError(f"{path} is truncated: its header says {length} bytes, the file has {len(body)}")
-    return json.loads(body)
+    try:
+        header = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _corrupt(path, f"its header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, "its header is not a JSON object")
+    data_bytes = _data_bytes(path, header)
+    if data_bytes != size - 8 - length:
+        raise _corrupt(path, f"header says {data_bytes} bytes of tensors, file has {size - 8 - length}")
+    return header
+
+
+def _data_bytes(path, header: dict) -> int:
+    """End of the last tensor's bytes, from the header's ``data_offsets``."""
+    try:
+        return max((int(e["data_offsets"][1]) for k, e in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise _corrupt(path, "a header entry has no valid data_offsets") from None
 
 
 class Checkpoint:
@@ -197,3 +231,81 @@ class Checkpoint:
                 for k in keys:
                     out[k] = fh.get_tensor(k)
         return out
+
+
+# ----------------------------------------------------------------------------- names
+#: Buffers older checkpoints store that current models compute (transformers ignores them too).
+_IGNORED_UNEXPECTED = (r"rotary_emb\.inv_freq$", r"(^|\.)position_ids$")
+
+
+def describe_names(names, *, limit: int = 4) -> str:
+    """``"N: a, b, c, d, ..."`` - a count and the first few names, sorted, for error messages."""
+    names = sorted(names)
+    more = ", ..." if len(names) > limit else ""
+    return f"{len(names)}: {', '.join(names[:limit])}{more}"
+
+
+def expected_tensor_names(model: torch.nn.Module) -> tuple[set[str], set[str]]:
+    """What a model (a meta-device skeleton is enough) reads from a checkpoint.
+
+    Returns
+    -------
+    required : set of str
+        Parameter names, each tied tensor once (its first name; the tied copies
+        ``all_tied_weights_keys`` lists are not stored).
+    optional : set of str
+        Persistent buffer names: a checkpoint may store them or not (most are computed).
+    """
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    required = {n for n, _ in model.named_parameters()} - tied  # named_parameters drops tied duplicates
+    optional = set(model.state_dict(keep_vars=True)) - required - tied
+    return required, optional
+
+
+def check_tensor_names(checkpoint: Checkpoint, model: torch.nn.Module) -> None:
+    """Raise ``ValueError`` unless the checkpoint holds exactly the tensors ``model`` reads.
+
+    Parameters
+    ----------
+    checkpoint : Checkpoint
+    model : torch.nn.Module
+        The model the checkpoint is to be loaded into, e.g. built on the meta device from
+        the folder's ``config.json``. Checkpoint names may lack the model's
+        ``base_model_prefix`` (a base-model checkpoint loaded into a causal LM).
+
+    Raises
+    ------
+    ValueError
+        Naming the missing and unexpected tensors (a count and a few names): the download
+        is incomplete, or ``config.json`` does not describe these weights.
+    """
+    required, optional = expected_tensor_names(model)
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    present = set()
+    for name in checkpoint.tensors:
+        present.add(f"{prefix}.{name}" if prefix and f"{prefix}.{name}" in required | optional else name)
+    missing = _unignored(required - present, getattr(model, "_keys_to_ignore_on_load_missing", None))
+    unexpected = _unignored(present - required - optional,
+                            list(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ())
+                            + list(_IGNORED_UNEXPECTED))
+    if missing or unexpected:
+        raise tensor_mismatch_error(checkpoint.model_dir, type(model).__name__, missing, unexpected)
+
+
+def _unignored(names: set[str], patterns) -> set[str]:
+    regexes = [re.compile(p) for p in patterns or ()]
+    return {n for n in names if not any(r.search(n) for r in regexes)}
+
+
+def tensor_mismatch_error(where, model_class: str, missing, unexpected=(), mismatched=()) -> ValueError:
+    """The error for weights that do not fit the model ``config.json`` describes."""
+    parts = []
+    if missing:
+        parts.append(f"missing tensors ({describe_names(missing)})")
+    if unexpected:
+        parts.append(f"unexpected tensors ({describe_names(unexpected)})")
+    if mismatched:
+        parts.append(f"tensors of the wrong shape ({describe_names(mismatched)})")
+    return ValueError(f"the weights in {where} do not match the {model_class} its config.json describes: "
+                      f"{'; '.join(parts)}; the download is incomplete or config.json was edited - "
+                      f"fix config.json or re-download the model")

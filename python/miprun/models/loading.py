@@ -5,6 +5,8 @@ A checkpoint's own Python code never runs unless ``trust_remote_code=True`` is a
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -12,17 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from miprun.models.blocks import find_blocks, num_blocks_of, text_config
+from miprun.models.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint, tensor_mismatch_error
 from miprun.models.families import family_of
 
-__all__ = ["resolve_dtype", "local_dir", "load_config", "check_causal_lm", "num_blocks_of", "text_config",
+__all__ = ["resolve_dtype", "local_dir", "looks_like_path", "hub_unreachable", "HubUnavailableError", "load_config", "check_loading_info", "check_causal_lm", "num_blocks_of", "text_config",
            "ModelInfo", "inspect_model", "load_model", "load_tokenizer"]
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 # A hub id is "name" or "owner/name" made of these characters; anything else is a path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# Names ending like a file are paths: no model repository is named "x.safetensors". Hub ids
+# do end in ".5B" or ".1", so only these suffixes count.
+_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".ggml", ".txt", ".model",
+                  ".h5", ".msgpack", ".onnx", ".py", ".zip", ".tar", ".gz", ".tgz")
+# Seconds to wait for the Hub before declaring it unreachable; huggingface_hub itself
+# retries a failed connection for about 25 s before falling back to its cache.
+HUB_PROBE_TIMEOUT = 3.0
 
 
 def resolve_dtype(dtype):
@@ -39,8 +50,17 @@ def resolve_dtype(dtype):
 def local_dir(name_or_path) -> Path | None:
     """The model folder when ``name_or_path`` is a local path; None when it is a hub id.
 
-    Raises ``FileNotFoundError`` for a path (absolute, relative with a folder part, or
-    ``~``) that does not exist, and ``ValueError`` for a file that is not a folder.
+    A name that exists on disk is a local path. A name that looks like a path and does not
+    exist is an error, not a hub id to try: it starts with ``./``, ``../``, ``/`` or ``~``,
+    its first folder exists here (``models/typo``), it ends with a file suffix, or it is
+    not of the hub's ``name`` / ``owner/name`` form.
+
+    Raises
+    ------
+    FileNotFoundError
+        A path that does not exist.
+    ValueError
+        A file that is not a folder.
     """
     s = os.fspath(name_or_path)
     p = Path(s).expanduser()
@@ -48,9 +68,75 @@ def local_dir(name_or_path) -> Path | None:
         if not p.is_dir():
             raise ValueError(f"model {s} is a file; give the folder that holds config.json and the weights")
         return p.resolve()
-    if _HUB_ID.match(s) and not s.startswith((".", "~")):
+    if looks_like_path(s):
+        raise FileNotFoundError(f"local path {s} does not exist; check the spelling (a Hugging Face Hub id is "
+                                f"written owner/name)")
+    return None
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` is meant as a local path rather than a hub id (see :func:`local_dir`)."""
+    if name in (".", "..") or name.startswith(("./", "../", "/", "~", ".\\", "..\\")):
+        return True
+    seps = [c for c in (os.sep, os.altsep) if c]
+    if any(c in name for c in seps):
+        first = re.split("|".join(map(re.escape, seps)), name)[0]
+        if first and Path(first).is_dir():
+            return True
+    return name.lower().endswith(_FILE_SUFFIXES) or not _HUB_ID.match(name)
+
+
+# ----------------------------------------------------------------------------- the Hub
+@functools.lru_cache(maxsize=None)
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be reached, or None when it can or ``HF_HUB_OFFLINE`` is set.
+
+    Probed once per process with a short timeout, so that an offline machine fails in
+    seconds instead of after huggingface_hub's own retries.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+    if constants.HF_HUB_OFFLINE:
         return None
-    raise FileNotFoundError(f"model folder {s} does not exist")
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT)
+    except Exception as exc:  # any transport error (DNS, refused, timeout, proxy) means unreachable
+        return f"{constants.ENDPOINT} cannot be reached: {_first_line(exc)}"
+    return None
+
+
+def _hub_message(name, what: str, exc: Exception | None) -> str:
+    """Why ``what`` for hub id ``name`` could not be had, and what to do."""
+    from huggingface_hub import constants
+    reason = hub_unreachable()
+    if reason is not None:
+        return (f"{what} {name} is not a local folder, the Hugging Face Hub {reason}, and it is not in the local "
+                f"cache; connect to the network, or give a local folder (HF_HUB_OFFLINE=1 skips the Hub and uses "
+                f"only the cache)")
+    if constants.HF_HUB_OFFLINE:
+        return (f"{what} {name} is not a local folder and is not in the local cache, and HF_HUB_OFFLINE is set so "
+                f"the Hugging Face Hub is not asked; give a local folder, or unset HF_HUB_OFFLINE to download it")
+    return (f"{what} {name} is not a local folder and could not be loaded from the Hugging Face Hub: "
+            f"{_first_line(exc) if exc else 'not found'}")
+
+
+class HubUnavailableError(FileNotFoundError):
+    """A hub id that is not cached while the Hub cannot be reached; the message says what to do."""
+
+
+def _pretrained(loader, name_or_path, folder: Path | None, *, what: str = "model", **kwargs):
+    """``loader(folder or name_or_path, **kwargs)``, from the local cache only when the Hub is unreachable.
+
+    Raises ``HubUnavailableError`` when a hub id is neither reachable nor cached.
+    """
+    if folder is not None:
+        return loader(os.fspath(folder), **kwargs)
+    if hub_unreachable() is None:
+        return loader(os.fspath(name_or_path), **kwargs)
+    try:
+        return loader(os.fspath(name_or_path), local_files_only=True, **kwargs)
+    except OSError:
+        raise HubUnavailableError(_hub_message(name_or_path, what, None)) from None
 
 
 def load_config(name_or_path, *, trust_remote_code: bool = False):
@@ -60,11 +146,12 @@ def load_config(name_or_path, *, trust_remote_code: bool = False):
     if folder is not None and not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json: it is not a Hugging Face model folder")
     try:
-        return AutoConfig.from_pretrained(os.fspath(folder or name_or_path), trust_remote_code=trust_remote_code)
+        return _pretrained(AutoConfig.from_pretrained, name_or_path, folder, trust_remote_code=trust_remote_code)
+    except HubUnavailableError:
+        raise
     except OSError as exc:
         if folder is None:
-            raise FileNotFoundError(f"model {name_or_path} is not a local folder and could not be loaded from the "
-                                    f"Hugging Face Hub: {_first_line(exc)}") from None
+            raise FileNotFoundError(_hub_message(name_or_path, "model", exc)) from None
         raise ValueError(f"cannot read the config of {folder}: {_first_line(exc)}") from None
     except ValueError as exc:
         raise ValueError(_remote_code_hint(name_or_path, exc, trust_remote_code)) from None
@@ -119,14 +206,52 @@ def load_model(name_or_path, *, device=None, dtype=None, trust_remote_code: bool
     config = load_config(name_or_path, trust_remote_code=trust_remote_code)
     check_causal_lm(config, str(name_or_path), trust_remote_code=trust_remote_code)
     folder = local_dir(name_or_path)
+    if folder is not None and ((folder / SINGLE_NAME).exists() or (folder / INDEX_NAME).exists()):
+        Checkpoint(folder)  # a truncated or damaged file is named here, before safetensors fails on it
     try:
-        model = AutoModelForCausalLM.from_pretrained(os.fspath(folder or name_or_path), dtype=resolve_dtype(dtype),
-                                                     trust_remote_code=trust_remote_code)
+        with _quiet_transformers():
+            # ignore_mismatched_sizes: wrong shapes come back in the loading info, to be named below
+            model, info = _pretrained(AutoModelForCausalLM.from_pretrained, name_or_path, folder,
+                                      dtype=resolve_dtype(dtype),
+                                      trust_remote_code=trust_remote_code, output_loading_info=True,
+                                      ignore_mismatched_sizes=True)
+    except HubUnavailableError:
+        raise
     except (OSError, ValueError) as exc:
         raise ValueError(_remote_code_hint(name_or_path, exc, trust_remote_code)) from None
+    except SafetensorError as exc:  # a damaged file in the Hub cache (local folders are checked above)
+        raise ValueError(f"the weights of {name_or_path} are truncated or corrupt ({_first_line(exc)}): "
+                         f"re-download or re-save them") from None
+    check_loading_info(info, folder or name_or_path, type(model).__name__)
     if device is not None:
         model.to(torch.device(device))
     return model.eval()
+
+
+def check_loading_info(info: dict, where, model_class: str) -> None:
+    """Raise ``ValueError`` when ``from_pretrained(..., output_loading_info=True)`` left weights unloaded.
+
+    ``missing_keys`` were filled with random values, ``unexpected_keys`` were ignored and
+    ``mismatched_keys`` (``(name, checkpoint shape, model shape)``) were re-initialised;
+    tied weights (``lm_head`` tied to the embeddings) are not among the missing ones.
+    """
+    missing = set(info.get("missing_keys") or ())
+    unexpected = set(info.get("unexpected_keys") or ())
+    mismatched = {f"{k[0]} {tuple(k[1])} vs {tuple(k[2])}" for k in info.get("mismatched_keys") or ()}
+    if missing or unexpected or mismatched:
+        raise tensor_mismatch_error(where, model_class, missing, unexpected, mismatched)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' loading-report table: :func:`check_loading_info` reports the same in one line."""
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def load_tokenizer(name_or_path, *, trust_remote_code: bool = False):
@@ -134,7 +259,10 @@ def load_tokenizer(name_or_path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
     folder = local_dir(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(os.fspath(folder or name_or_path), trust_remote_code=trust_remote_code)
+        return _pretrained(AutoTokenizer.from_pretrained, name_or_path, folder, what="tokenizer",
+                           trust_remote_code=trust_remote_code)
+    except HubUnavailableError:
+        raise
     except (OSError, ValueError, TypeError) as exc:
         raise ValueError(f"cannot load a tokenizer from {name_or_path}: {_first_line(exc)}; give token ids "
                          f"instead, or a folder that holds tokenizer files") from None
