@@ -1,26 +1,19 @@
 """Calibration tokens: read documents, tokenise, pack into windows, draw a seeded sample.
 
-A source is a plain-text file (``.txt``, or WikiText's ``.raw``/``.tokens``; documents separated by ``<|endoftext|>`` when the marker is
-present, else the whole file is one document), a ``.json`` file (a list of records or
-strings) or ``.jsonl`` file (one record per line), a folder of such files, or - when the
-``datasets`` library is installed and the data is cached locally - a dataset name such as
-``wikitext:wikitext-2-raw-v1``. A record gives its text in a ``text`` field, or as
-Alpaca's ``instruction`` / ``input`` / ``output`` fields joined by newlines.
+A source is a text file, a folder of them, or - when the ``datasets`` library is
+installed and the data is cached locally - a dataset name such as
+``wikitext:wikitext-2-raw-v1``; :mod:`miprun.calibration.documents` reads them.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
 
-# .raw and .tokens are WikiText's plain-text files
-PLAIN_SUFFIXES = (".txt", ".raw", ".tokens")
-TEXT_SUFFIXES = PLAIN_SUFFIXES + (".json", ".jsonl")
-DOC_SEPARATOR = "<|endoftext|>"
+from miprun.calibration.documents import (DOC_SEPARATOR, PLAIN_SUFFIXES, TEXT_SUFFIXES, read_documents,  # noqa: F401
+                                          record_text)
 # Tokenising stops once the stream holds this many times the tokens the sample needs:
 # plenty of distinct windows to draw from, without tokenising a whole large corpus.
 STREAM_FACTOR = 8
@@ -93,97 +86,6 @@ def describe_calibration(source, *, n_samples: int, seq_len: int, seed: int) -> 
     return {"source": str(source), "n_samples": n_samples, "seq_len": seq_len, "seed": seed}
 
 
-# ----------------------------------------------------------------------------- documents
-def read_documents(source) -> list[str]:
-    """All documents of ``source`` (file, folder or dataset name) as a list of strings."""
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-        if not files:
-            raise ValueError(f"calibration folder {path} holds no {', '.join(TEXT_SUFFIXES)} files")
-        docs = [d for f in files for d in _read_file(f)]
-    elif path.is_file():
-        docs = _read_file(path)
-    elif _looks_like_path(str(source)):
-        raise FileNotFoundError(f"calibration file {source} does not exist")
-    else:
-        docs = _read_dataset(str(source))
-    docs = [d for d in docs if d.strip()]
-    if not docs:
-        raise ValueError(f"calibration source {source} is empty (no non-blank text found)")
-    return docs
-
-
-def _looks_like_path(s: str) -> bool:
-    """A dataset name is ``name``, ``owner/name`` or ``name:config``; anything else is a path."""
-    return (s.startswith(("/", ".", "~")) or s.lower().endswith(TEXT_SUFFIXES) or s.count("/") > 1
-            or "\\" in s)
-
-
-def _read_file(path: Path) -> list[str]:
-    suffix = path.suffix.lower()
-    if suffix not in TEXT_SUFFIXES:
-        raise ValueError(f"calibration file {path} has an unsupported type {suffix!r}; "
-                         f"use one of {', '.join(TEXT_SUFFIXES)} or a folder of them")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if suffix in PLAIN_SUFFIXES:
-        return text.split(DOC_SEPARATOR) if DOC_SEPARATOR in text else [text]
-    if suffix == ".jsonl":
-        records = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path} line {i} is not valid JSON: {exc}") from None
-    else:
-        if not text.strip():
-            return []
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
-        records = data if isinstance(data, list) else [data]
-    return [record_text(r, where=str(path)) for r in records]
-
-
-def record_text(record, *, where: str = "record") -> str:
-    """Text of one record: a string, a ``text`` field, or Alpaca fields joined by newlines."""
-    if isinstance(record, str):
-        return record
-    if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected records that are strings or objects, got {type(record).__name__}")
-    if isinstance(record.get("text"), str):
-        return record["text"]
-    if "instruction" in record:
-        parts = [record.get("instruction", "")]
-        instances = record.get("instances")
-        if isinstance(instances, list):  # the seed-task layout: one instruction, several instances
-            for inst in instances:
-                parts += [inst.get("input", ""), inst.get("output", "")]
-        else:
-            parts += [record.get("input", ""), record.get("output", "")]
-        return "\n".join(str(p) for p in parts if p)
-    raise ValueError(f"{where}: a record has neither a 'text' field nor Alpaca 'instruction'/'input'/'output' "
-                     f"fields (keys: {sorted(record)[:8]})")
-
-
-def _read_dataset(name: str) -> list[str]:
-    try:
-        import datasets
-    except ImportError:
-        raise FileNotFoundError(
-            f"calibration source {name} does not exist (no such file or folder; the `datasets` library, "
-            f"needed to load it by name, is not installed)") from None
-    ds_name, _, config = name.partition(":")
-    try:
-        ds = datasets.load_dataset(ds_name, config or None, split="train")
-    except Exception as exc:  # datasets raises many types; all mean "not available here"
-        raise FileNotFoundError(f"calibration source {name} is neither a file nor a folder, and the dataset "
-                                f"could not be loaded locally: {exc}") from None
-    return [record_text(r, where=name) for r in ds]
-
-
 # ----------------------------------------------------------------------------- tokens
 def _separator_id(tokenizer) -> list[int]:
     for attr in ("eos_token_id", "bos_token_id", "sep_token_id"):
@@ -225,11 +127,21 @@ def draw_windows(stream: torch.Tensor, *, n_samples: int, seq_len: int, seed: in
     if n_windows >= n_samples:
         starts = torch.randperm(n_windows, generator=g)[:n_samples] * seq_len
     else:
-        warnings.warn(
-            f"calibration source {source} has {stream.numel()} tokens, {n_windows} distinct windows of "
-            f"seq_len={seq_len} for n_samples={n_samples}; the other {n_samples - n_windows} windows start at "
-            f"random offsets and overlap. Give more text or lower n_samples/seq_len.", RuntimeWarning, stacklevel=3)
         extra = torch.randint(0, stream.numel() - seq_len + 1, (n_samples - n_windows,), generator=g)
         starts = torch.cat([torch.arange(n_windows) * seq_len, extra])
+        warnings.warn(_overlap_message(source, stream.numel(), n_samples, seq_len, n_windows,
+                                       int(starts.unique().numel())), RuntimeWarning, stacklevel=3)
     offsets = torch.arange(seq_len)
     return stream[starts[:, None] + offsets[None, :]].contiguous()  # (n_samples, seq_len)
+
+
+def _overlap_message(source, n_tokens: int, n_samples: int, seq_len: int, n_windows: int, n_distinct: int) -> str:
+    """What happened when the text is too short for ``n_samples`` separate windows."""
+    head = (f"calibration source {source} gives {n_tokens} tokens, fewer than n_samples x seq_len = "
+            f"{n_samples} x {seq_len} = {n_samples * seq_len}: windows overlap; ")
+    if n_distinct == 1:
+        what = f"all {n_samples} windows are identical (the text is one window long)"
+    else:
+        what = (f"only {n_windows} distinct windows fit side by side, the other {n_samples - n_windows} start at "
+                f"seeded offsets inside them ({n_distinct} different windows in all)")
+    return head + what + ". Give more text or lower n_samples (--n-samples) or seq_len (--seq-len)."

@@ -18,7 +18,6 @@ tokens. Two variants:
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,13 +25,11 @@ from typing import Sequence
 
 import torch
 
+from miprun.calibration.documents import read_file_documents
+
 __all__ = ["Span", "PerplexityResult", "read_text", "tokenize_text", "window_spans", "perplexity",
            "model_max_length", "device_of"]
 
-#: File suffixes read as JSON documents (a ``text`` field, or Alpaca's instruction/input/output).
-_JSON_SUFFIXES = (".json", ".jsonl")
-#: Document separator of TinyStories-style text files (the same one :mod:`miprun.calibrate` splits on).
-_DOC_SEPARATOR = "<|endoftext|>"
 
 
 @dataclass(frozen=True)
@@ -92,52 +89,27 @@ class PerplexityResult:
 def read_text(path: str | Path) -> str:
     """Read an evaluation text.
 
-    ``.json`` / ``.jsonl`` files hold documents: each record's ``text`` field, or Alpaca's
-    ``instruction`` / ``input`` / ``output`` joined by newlines; documents are joined by a
-    blank line. A text file whose documents are separated by ``<|endoftext|>`` (TinyStories)
-    has the markers replaced by that blank line too, since the marker is not text to predict.
-    Any other file is read as UTF-8 text, unchanged.
+    Documents are read as calibration reads them (:func:`miprun.calibration.documents.read_file_documents`):
+    ``.json`` / ``.jsonl`` records' ``text`` field, or Alpaca's ``instruction`` / ``input`` /
+    ``output`` (or ``instances``) joined by newlines; a text file's documents separated by
+    ``<|endoftext|>`` (TinyStories). Several documents are stripped and joined by a blank
+    line, since the marker is not text to predict; a single document is returned unchanged.
+    Files of other suffixes are read as UTF-8 text.
 
     Raises
     ------
     ValueError
-        If the file does not exist or holds no text.
+        If the file does not exist, is not UTF-8 text, or holds no text.
     """
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"evaluation text {str(p)!r} does not exist or is not a file; "
                          "pass a .txt/.raw file or a .json/.jsonl file with a 'text' field")
-    if p.suffix.lower() in _JSON_SUFFIXES:
-        text = "\n\n".join(_json_documents(p))
-    else:
-        text = p.read_text(encoding="utf-8")
-        if _DOC_SEPARATOR in text:
-            text = "\n\n".join(d.strip() for d in text.split(_DOC_SEPARATOR) if d.strip())
+    docs = read_file_documents(p, any_suffix=True)
+    text = docs[0] if len(docs) == 1 else "\n\n".join(d.strip() for d in docs if d.strip())
     if not text.strip():
         raise ValueError(f"evaluation text {str(p)!r} is empty")
     return text
-
-
-def _json_documents(p: Path) -> list[str]:
-    raw = p.read_text(encoding="utf-8")
-    try:
-        records = json.loads(raw)
-        if isinstance(records, dict):
-            records = [records]
-    except json.JSONDecodeError:
-        records = [json.loads(line) for line in raw.splitlines() if line.strip()]
-    docs = []
-    for r in records:
-        if isinstance(r, str):
-            docs.append(r)
-        elif "text" in r:
-            docs.append(str(r["text"]))
-        elif "instruction" in r:
-            docs.append("\n".join(str(r[k]) for k in ("instruction", "input", "output") if r.get(k)))
-        else:
-            raise ValueError(f"{str(p)!r}: a record has neither a 'text' field nor Alpaca's "
-                             f"'instruction'; its keys are {sorted(r)}")
-    return docs
 
 
 def tokenize_text(text: str, tokenizer) -> torch.Tensor:
