@@ -58,7 +58,8 @@ def test_latin1_text_is_named_as_not_utf8(tmp_path):
 
 
 def test_evaluation_reads_documents_as_calibration_does(tmp_path):
-    seed = [{"instruction": "Sort", "instances": [{"input": "b a", "output": "a b"}, {"input": "d c", "output": "c d"}]}]
+    seed = [{"instruction": "Sort",
+             "instances": [{"input": "b a", "output": "a b"}, {"input": "d c", "output": "c d"}]}]
     (tmp_path / "seed.json").write_text(json.dumps(seed))
     assert read_text(tmp_path / "seed.json") == "Sort\nb a\na b\nd c\nc d"
     assert read_documents(tmp_path / "seed.json") == ["Sort\nb a\na b\nd c\nc d"]

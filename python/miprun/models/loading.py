@@ -20,7 +20,8 @@ from miprun.models.blocks import find_blocks, num_blocks_of, text_config
 from miprun.models.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint, tensor_mismatch_error
 from miprun.models.families import family_of
 
-__all__ = ["resolve_dtype", "local_dir", "looks_like_path", "hub_unreachable", "HubUnavailableError", "load_config", "check_loading_info", "check_causal_lm", "num_blocks_of", "text_config",
+__all__ = ["resolve_dtype", "local_dir", "looks_like_path", "hub_unreachable", "HubUnavailableError", "load_config",
+           "check_loading_info", "check_causal_lm", "num_blocks_of", "text_config",
            "ModelInfo", "inspect_model", "load_model", "load_tokenizer"]
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from miprun.output.remote_code import carry_remote_code
 __all__ = ["OutputDirError", "check_output_dir", "atomic_output_dir", "save_pruned", "write_json"]
 
 
@@ -218,6 +219,7 @@ def save_pruned(model, tokenizer, out_dir: str | os.PathLike, *, report: Mapping
         _check_plot_name(name)
     with atomic_output_dir(out_dir, overwrite=overwrite, source_dir=source_dir) as tmp:
         model.save_pretrained(tmp)
+        carry_remote_code(tmp, source_dir)
         if not (tmp / "config.json").exists() or not any(tmp.glob("*.safetensors")):
             raise RuntimeError(f"save_pretrained did not write config.json and safetensors weights into {tmp}")
         if tokenizer is not None:

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from miprun.models.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
 from miprun.hidden.memory import release_host_memory
+from miprun.output.remote_code import carry_remote_code
 
 __all__ = ["write_pruned_checkpoint", "rename_map", "AUXILIARY_FILES"]
 
@@ -177,6 +178,7 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
             index = {"metadata": meta, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
         config.save_pretrained(tmp)
+        carry_remote_code(tmp, model_dir)
         for name in AUXILIARY_FILES:
             src = tokenizer_dir / name if name != "generation_config.json" else model_dir / name
             if src.exists():
