@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-from miprun.models.checkpoint import Checkpoint, read_header
 from miprun.hidden.memory import OffloadEstimate, PreflightError, check_fits, should_offload
+from miprun.hidden.runner import iter_hidden_states
 from miprun.hidden.stream import prepare_offload, resolve_offload
-from scale_tiny import save_sharded, tiny_model
+from miprun.models.checkpoint import Checkpoint, read_header
+from scale_tiny import calibration_ids, save_sharded, tiny_model
 
 
 def test_header_sizes_match_the_tensors(tmp_path):
@@ -46,25 +47,56 @@ def test_no_safetensors_is_refused(tmp_path):
         Checkpoint(tmp_path)
 
 
-def test_estimate_counts_one_block_the_states_and_the_window(tmp_path):
+def real_bytes(module) -> int:
+    """Bytes of the parameters of ``module`` that hold memory (not meta placeholders)."""
+    return sum(p.numel() * p.element_size() for p in module.parameters() if not p.is_meta)
+
+
+def test_estimate_equals_the_tensors_a_streaming_run_holds(tmp_path):
+    # Measured, not recomputed: the bytes of the head and block tensors that are real while
+    # the run is at that point, and of the states it yields.
     model = tiny_model("llama", num_blocks=4)
     folder = save_sharded(model, tmp_path / "m")
-    plan = prepare_offload(folder, n_samples=6, seq_len=10, batch_size=4, dtype=torch.float32, device="cpu",
-                           window_bytes=12345)
-    est = plan.estimate
-    block0 = sum(p.numel() * 4 for p in model.model.layers[0].parameters())
-    assert est.block_bytes == block0
-    # Everything loaded before block 0: embedding and final norm (lm_head is not needed to score).
-    head = sum(p.numel() * 4 for m in (model.model.embed_tokens, model.model.norm) for p in m.parameters())
-    assert est.head_bytes == head
-    assert est.state_bytes == 6 * 10 * model.config.hidden_size * 4
+    source = prepare_offload(folder, n_samples=6, seq_len=10, batch_size=4, dtype=torch.float32, device="cpu",
+                             window_bytes=12345)
+    held = {"head": [], "block": []}
+    enter_block, leave_capture = source.enter_block, source.leave_capture
+
+    def on_leave_capture():
+        held["head"].append(real_bytes(source.model))
+        leave_capture()
+
+    def on_enter_block(i):
+        enter_block(i)
+        held["block"].append(real_bytes(source.model))
+
+    source.leave_capture, source.enter_block = on_leave_capture, on_enter_block
+    states = [h.nbytes for _, h in iter_hidden_states(source, calibration_ids(6, 10), batch_size=4, progress=False)]
+    est = source.estimate
+    assert held["head"] == [est.head_bytes]  # embedding + final norm, not lm_head
+    assert est.block_bytes == max(held["block"])
+    assert est.state_bytes == max(states)
     assert est.window_bytes == 12345
-    assert est.peak_bytes >= est.block_bytes + 2 * est.state_bytes + est.window_bytes
-    # Independent of depth: the same width with twice the blocks plans the same peak.
+
+
+def test_estimate_of_a_tiny_llama_by_hand(tmp_path):
+    # hidden 32, 2 heads of 16, 1 kv head, intermediate 48, vocab 96; float32, 6 x 10 tokens, batches of 4
+    folder = save_sharded(tiny_model("llama", num_blocks=4), tmp_path / "m")
+    est = prepare_offload(folder, n_samples=6, seq_len=10, batch_size=4, dtype=torch.float32, device="cpu",
+                          window_bytes=1000).estimate
+    q_o, k_v, mlp, norms = 2 * 32 * 32, 2 * 32 * 16, 3 * 32 * 48, 2 * 32
+    assert est.block_bytes == 4 * (q_o + k_v + mlp + norms) == 30976
+    assert est.head_bytes == 4 * (96 * 32 + 32) == 12416
+    assert est.state_bytes == 4 * 6 * 10 * 32 == 7680
+    mlp_activations = 4 * 10 * (4 * 32 + 3 * 48) * 4  # batch x seq x (4 hidden + 3 intermediate) x float32
+    attention_scores = 4 * 2 * 10 * 10 * 4  # batch x heads x seq x seq x float32 (eager attention)
+    assert est.batch_bytes == mlp_activations + attention_scores == 46720
+    # running a block (weights, input and output state, one batch, the window) is the larger peak
+    assert est.peak_bytes == 30976 + 2 * 7680 + 46720 + 1000 == 94056
+    # the same width twice as deep plans the same peak
     deeper = save_sharded(tiny_model("llama", num_blocks=8), tmp_path / "deep")
-    plan8 = prepare_offload(deeper, n_samples=6, seq_len=10, batch_size=4, dtype=torch.float32, device="cpu",
-                            window_bytes=12345)
-    assert plan8.estimate.peak_bytes == est.peak_bytes
+    assert prepare_offload(deeper, n_samples=6, seq_len=10, batch_size=4, dtype=torch.float32, device="cpu",
+                           window_bytes=1000).estimate.peak_bytes == 94056
 
 
 def test_check_fits_uses_the_usable_fraction():

@@ -6,6 +6,7 @@ import pytest
 import torch
 from pipeline_models import FAMILY_CONFIGS, VOCAB, final_norm, tiny_model
 
+from miprun.hidden.in_memory import InMemorySource
 from miprun.hidden.runner import iter_hidden_states
 
 
@@ -92,3 +93,24 @@ def test_bad_input_ids_are_refused(bad):
 def test_bad_batch_size_is_refused():
     with pytest.raises(ValueError, match="batch_size"):
         next(iter_hidden_states(tiny_model("llama"), torch.ones(2, 4, dtype=torch.long), batch_size=0))
+
+
+def test_stopping_early_restores_the_model():
+    model = tiny_model("llama")
+    model.train()
+    states = iter_hidden_states(model, torch.ones(2, 4, dtype=torch.long), progress=False)
+    next(states)
+    next(states)
+    assert not model.training
+    states.close()
+    assert model.training
+
+
+def test_device_and_blocks_belong_to_a_loaded_model():
+    model = tiny_model("llama")
+    source = InMemorySource(model)
+    ids = torch.ones(2, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="loaded model only"):
+        iter_hidden_states(source, ids, device="cpu")
+    with pytest.raises(ValueError, match="BlockSource"):
+        iter_hidden_states(object(), ids)

@@ -8,13 +8,23 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from miprun.hidden import stream
-from miprun.models.checkpoint import Checkpoint
-from miprun.hidden.runner import iter_hidden_states
+from miprun.hidden import runner
 from miprun.hidden.memory import PreflightError
-from miprun.hidden.stream import iter_hidden_states_offload, prepare_offload
+from miprun.hidden.runner import iter_hidden_states
+from miprun.hidden.sources import open_source
+from miprun.hidden.stream import StreamedSource, iter_hidden_states_offload, prepare_offload
+from miprun.models.checkpoint import Checkpoint
 from scale_tiny import MODEL_TYPES, calibration_ids, save_sharded, tiny_model
 from support import STORIES, requires_stories
+
+
+def streamed(folder, ids, *, batch_size=2, **kw):
+    """The states of ``folder`` streamed on the CPU (eager attention, as the in-memory reference)."""
+    kw.setdefault("attn_implementation", "eager")
+    source = open_source(folder, offload=True, device="cpu", n_samples=ids.shape[0], seq_len=ids.shape[1],
+                         batch_size=batch_size, **kw)
+    assert isinstance(source, StreamedSource)
+    return list(iter_hidden_states(source, ids, batch_size=batch_size, progress=False))
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
@@ -26,8 +36,7 @@ def test_offload_states_equal_in_memory(tmp_path, model_type):
     assert len(list(folder.glob("*.safetensors"))) > 3
     ids = calibration_ids(5, 12)
     ref = list(iter_hidden_states(model, ids, batch_size=2, progress=False))
-    got = list(iter_hidden_states_offload(folder, ids, batch_size=2, progress=False, device="cpu",
-                                          attn_implementation="eager"))
+    got = streamed(folder, ids)
     assert [b for b, _ in got] == list(range(model.config.num_hidden_layers + 1))
     for (b, r), (_, g) in zip(ref, got):
         assert g.shape == r.shape == (5, 12, r.shape[-1])
@@ -45,8 +54,7 @@ def test_offload_bf16_checkpoint_in_its_dtype_and_upcast(tmp_path):
         loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.bfloat16,
                                                       attn_implementation="eager").eval()
         ref = list(iter_hidden_states(loaded, ids, batch_size=3, progress=False))
-        got = list(iter_hidden_states_offload(folder, ids, dtype=dtype, batch_size=3, progress=False, device="cpu",
-                                              attn_implementation="eager"))
+        got = streamed(folder, ids, dtype=dtype, batch_size=3)
         for (b, r), (_, g) in zip(ref, got):
             assert g.dtype == (dtype or torch.bfloat16)
             assert torch.equal(g, r), f"dtype {dtype}: state {b}"
@@ -65,7 +73,7 @@ def test_offload_stories_matches_hf_hidden_states():
     with torch.no_grad():
         hidden = model(ids, output_hidden_states=True, use_cache=False).hidden_states
     handle.remove()
-    got = dict(iter_hidden_states_offload(STORIES, ids, batch_size=3, progress=False, device="cpu"))
+    got = dict(streamed(STORIES, ids, batch_size=3, attn_implementation=None))
     num_blocks = model.config.num_hidden_layers
     assert sorted(got) == list(range(num_blocks + 1))
     for b in range(num_blocks):
@@ -85,34 +93,36 @@ def test_only_one_block_is_resident(tmp_path, monkeypatch):
         return real_load(self, names, **kw)
 
     monkeypatch.setattr(Checkpoint, "load", counting_load)
-    plan_blocks = {}
-    real_run = stream.run_block
+    source = prepare_offload(folder, n_samples=5, seq_len=12, batch_size=2, device="cpu")
+    real_run = runner.run_block
 
     def watching_run(block, h, calls):
-        blocks = plan_blocks["blocks"]
-        resident = [i for i, b in enumerate(blocks) if any(not p.is_meta for p in b.parameters())]
-        assert resident == [i for i, b in enumerate(blocks) if b is block], resident
+        resident = [i for i, b in enumerate(source.blocks) if any(not p.is_meta for p in b.parameters())]
+        assert resident == [i for i, b in enumerate(source.blocks) if b is block], resident
         return real_run(block, h, calls)
 
-    monkeypatch.setattr(stream, "run_block", watching_run)
-    real_prepare = stream.prepare_offload
-
-    def keep_plan(*a, **kw):
-        plan = real_prepare(*a, **kw)
-        plan_blocks["blocks"] = plan.blocks
-        plan_blocks["model"] = plan.model
-        return plan
-
-    monkeypatch.setattr(stream, "prepare_offload", keep_plan)
-    for b, _h in iter_hidden_states_offload(folder, calibration_ids(), batch_size=2, progress=False, device="cpu"):
+    monkeypatch.setattr(runner, "run_block", watching_run)
+    for b, _h in iter_hidden_states(source, calibration_ids(), batch_size=2, progress=False):
         # Between states nothing but computed buffers is real: the embedding and every block are freed.
-        real = [n for n, p in plan_blocks["model"].named_parameters() if not p.is_meta]
+        real = [n for n, p in source.model.named_parameters() if not p.is_meta]
         assert real == [], f"after state {b}: {real}"
     # One read for the head (no block tensors), then exactly block i's tensors for block i.
     assert not any(".layers." in n for n in reads[0])
     for i, names in enumerate(reads[1:]):
         assert names and all(n.startswith(f"model.layers.{i}.") for n in names), (i, names[:3])
     assert len(reads) == 1 + 6
+    assert source.timings["blocks"] == 6 and source.timings["load_s"] > 0
+
+
+def test_a_source_runs_twice_and_the_old_name_still_works(tmp_path):
+    folder = save_sharded(tiny_model("gpt2"), tmp_path / "m")
+    ids = calibration_ids(3, 8, seed=2)
+    source = prepare_offload(folder, n_samples=3, seq_len=8, batch_size=2, device="cpu")
+    first = list(iter_hidden_states(source, ids, batch_size=2, progress=False))
+    again = list(iter_hidden_states(source, ids, batch_size=2, progress=False))
+    old = list(iter_hidden_states_offload(folder, ids, batch_size=2, progress=False, device="cpu"))
+    for (b, x), (_, y), (_, z) in zip(first, again, old):
+        assert torch.equal(x, y) and torch.equal(x, z), b
 
 
 # ----------------------------------------------------------------------------- pre-flight checks
@@ -130,7 +140,7 @@ def test_missing_shard_file_is_reported_before_work(tmp_path, no_weight_reads):
     victim = sorted(set(index["weight_map"].values()))[2]
     (folder / victim).unlink()
     with pytest.raises(FileNotFoundError, match=victim):
-        iter_hidden_states_offload(folder, calibration_ids(), progress=False, device="cpu")
+        open_source(folder, offload=True, device="cpu", n_samples=5, seq_len=12)
 
 
 def test_missing_block_tensor_is_reported(tmp_path, no_weight_reads, monkeypatch):
@@ -146,7 +156,7 @@ def test_missing_block_tensor_is_reported(tmp_path, no_weight_reads, monkeypatch
     index_path.write_text(json.dumps(index))
     monkeypatch.setattr(Checkpoint, "load", lambda *a, **k: pytest.fail("weights read before the checks"))
     with pytest.raises(ValueError, match=r"model\.layers\.3\.mlp\.down_proj\.weight"):
-        iter_hidden_states_offload(folder, calibration_ids(), progress=False, device="cpu")
+        open_source(folder, offload=True, device="cpu", n_samples=5, seq_len=12)
 
 
 def test_index_naming_an_absent_tensor_is_reported(tmp_path, no_weight_reads):
@@ -157,15 +167,14 @@ def test_index_naming_an_absent_tensor_is_reported(tmp_path, no_weight_reads):
     index["weight_map"]["model.layers.0.extra.weight"] = first_file
     index_path.write_text(json.dumps(index))
     with pytest.raises(ValueError, match=r"model\.layers\.0\.extra\.weight"):
-        iter_hidden_states_offload(folder, calibration_ids(), progress=False, device="cpu")
+        open_source(folder, offload=True, device="cpu", n_samples=5, seq_len=12)
 
 
 def test_dtype_the_device_cannot_run_is_reported(tmp_path, no_weight_reads):
     # CPU kernels do not implement float8 matmul/softmax: found by a tiny op, not a table.
     folder = save_sharded(tiny_model("llama"), tmp_path / "m")
     with pytest.raises(PreflightError, match="float8_e4m3fn"):
-        iter_hidden_states_offload(folder, calibration_ids(), dtype=torch.float8_e4m3fn, progress=False,
-                                   device="cpu")
+        open_source(folder, offload=True, dtype=torch.float8_e4m3fn, device="cpu", n_samples=5, seq_len=12)
 
 
 def test_too_little_memory_is_reported_with_the_numbers(tmp_path, no_weight_reads):
@@ -179,9 +188,13 @@ def test_too_little_memory_is_reported_with_the_numbers(tmp_path, no_weight_read
 
 def test_bad_inputs_are_refused(tmp_path):
     folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    source = open_source(folder, offload=True, device="cpu", n_samples=5, seq_len=12)
     with pytest.raises(ValueError, match="n_samples, seq_len"):
-        iter_hidden_states_offload(folder, torch.arange(10), progress=False, device="cpu")
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        iter_hidden_states_offload(tmp_path / "nowhere", calibration_ids(), progress=False, device="cpu")
+        iter_hidden_states(source, torch.arange(10), progress=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        open_source(tmp_path / "nowhere", offload=True, device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="config.json"):
+        open_source(tmp_path / "empty", offload=True, device="cpu")
     with pytest.raises(ValueError, match="batch_size"):
-        iter_hidden_states_offload(folder, calibration_ids(), batch_size=0, progress=False, device="cpu")
+        open_source(folder, offload=True, batch_size=0, device="cpu")

@@ -4,7 +4,7 @@
 blocks, and records what every block receives (hidden state, mask, rotary tables, positions);
 :func:`run_block` then runs one block over all batches. The blocks themselves never run
 during the capture, so their weights may still be on the meta device: streaming
-(:mod:`miprun.stream`) and device-map execution (:mod:`miprun.device_map`) both build on this.
+(:mod:`miprun.hidden.stream`) and device maps (:mod:`miprun.hidden.device_map`) rely on this.
 """
 
 from __future__ import annotations

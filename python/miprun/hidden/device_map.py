@@ -1,60 +1,58 @@
-"""Hidden states of a model spread over several devices with an accelerate device map.
+"""Block weights placed by an accelerate device map: a model spread over several devices.
 
 For models that fit across several GPUs (or GPUs plus CPU/disk offload), the model is
 loaded with ``from_pretrained(device_map=...)``; accelerate's hooks keep each block's
-weights where the map puts them (and page in offloaded ones for their turn). The
-calibration loop then runs one block at a time as usual, moving the hidden state (and the
-blocks' extra arguments: masks, rotary tables) to each block's execution device when it
-changes. The ``(b, h_b)`` contract is that of :func:`miprun.layerwise.iter_hidden_states`,
-except that each ``h_b`` lies on the device of the block that produced it.
+weights where the map puts them (and page in offloaded ones for their turn). The runner
+moves the hidden state, and the blocks' extra arguments (masks, rotary tables), to each
+block's execution device when it changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import AutoModelForCausalLM
 
-from miprun.hidden.capture import capture_block_args, move_to, run_block
 from miprun.models.blocks import find_blocks
+from miprun.models.loading import resolve_dtype
 
-__all__ = ["load_with_device_map", "execution_device", "iter_hidden_states_device_map"]
+__all__ = ["DEVICE_MAPS", "DeviceMapSource", "execution_device", "load_with_device_map"]
+
+#: The device-map strategies accepted by name (accelerate's; "auto" is "balanced").
+DEVICE_MAPS = ("auto", "balanced", "sequential")
 
 
 def load_with_device_map(model_dir, *, device_map="auto", dtype=None, max_memory: dict | None = None,
                          offload_folder=None, attn_implementation: str | None = None,
-                         trust_remote_code: bool = False):
+                         trust_remote_code: bool = False, config=None) -> nn.Module:
     """Load a causal LM across devices with accelerate's device map.
 
     Parameters
     ----------
     model_dir : path or str
-        Checkpoint folder or hub id.
+        Checkpoint folder.
     device_map : "auto", "balanced", "sequential" or dict
         As ``from_pretrained``: module name -> device (``0``, ``"cuda:1"``, ``"cpu"``, ``"disk"``).
-    dtype : torch.dtype, optional
+    dtype : torch.dtype or str, optional
         Default: the checkpoint's.
     max_memory : dict, optional
-        Device -> budget (e.g. ``{0: "70GiB", "cpu": "200GiB"}``) for ``"auto"``.
+        Device -> budget (e.g. ``{0: "70GiB", "cpu": "200GiB"}``) for a named strategy.
     offload_folder : path, optional
         Where blocks mapped to ``"disk"`` are kept.
     attn_implementation : str, optional
         Default: transformers' choice.
     trust_remote_code : bool
         Allow the checkpoint's own code (off by default).
+    config : transformers.PretrainedConfig, optional
+        The model's config when already read.
     """
-    from transformers import AutoModelForCausalLM
-
-    kwargs = {"device_map": device_map, "dtype": dtype if dtype is not None else "auto",
-              "trust_remote_code": trust_remote_code}
-    if max_memory is not None:
-        kwargs["max_memory"] = max_memory
-    if offload_folder is not None:
-        kwargs["offload_folder"] = str(Path(offload_folder))
-    if attn_implementation is not None:
-        kwargs["attn_implementation"] = attn_implementation
+    kwargs = {"device_map": device_map, "dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
+    optional = {"max_memory": max_memory, "config": config, "attn_implementation": attn_implementation,
+                "offload_folder": None if offload_folder is None else str(Path(offload_folder))}
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
     return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs).eval()
 
 
@@ -71,58 +69,59 @@ def execution_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def iter_hidden_states_device_map(model: nn.Module, input_ids: torch.Tensor, *, batch_size: int = 8,
-                                  progress: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(b, h_b)`` for ``b = 0..T`` of a model dispatched over devices, block by block.
+class DeviceMapSource:
+    """A :class:`~miprun.hidden.sources.BlockSource` over a model dispatched with a device map.
 
     Parameters
     ----------
     model : transformers PreTrainedModel
         Loaded with a device map (:func:`load_with_device_map`), or on one device.
-    input_ids : LongTensor, shape (n_samples, seq_len)
-    batch_size : int
-        Samples per forward call of a block.
-    progress : bool
-        A progress bar over the blocks.
-
-    Yields
-    ------
-    b : int
-    h_b : Tensor, shape (n_samples, seq_len, d)
-        On the execution device of block ``b - 1`` (``h_0`` on block 0's).
+    config : transformers.PretrainedConfig, optional
+        Default: ``model.config``.
+    offload_dir : tempfile.TemporaryDirectory, optional
+        A temporary offload folder to keep alive (and remove) with the source.
     """
-    from tqdm.auto import tqdm
 
-    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.numel() == 0:
-        raise ValueError("input_ids must be a non-empty (n_samples, seq_len) tensor of token ids")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    model.eval()
-    blocks, _path = find_blocks(model)
-    devices = [execution_device(b) for b in blocks]
-    first = execution_device(model.get_input_embeddings())
-    with torch.no_grad():
-        h, calls = capture_block_args(model, blocks, input_ids.long(), batch_size, first)
-    h = h.to(devices[0])
-    yield 0, h
-    # (id of captured arguments, device) -> (the original, kept alive so its id stays unique; moved args; kwargs)
-    moved: dict[tuple[int, torch.device], tuple] = {}
-    bar = tqdm(total=len(blocks), desc="blocks", unit="block", disable=not progress)
-    try:
-        for i, block in enumerate(blocks):
-            dev = devices[i]
-            if h.device != dev:
-                h = h.to(dev)
-            here = []
-            for rows, args, kwargs in calls[i]:
-                key = (id(kwargs), dev)
-                if key not in moved:
-                    moved[key] = (kwargs, move_to(args, dev), move_to(kwargs, dev))
-                here.append((rows, *moved[key][1:]))
-            with torch.no_grad():
-                h = run_block(block, h, here)
-            calls[i] = []
-            bar.update(1)
-            yield i + 1, h
-    finally:
-        bar.close()
+    description = "blocks (device map)"
+
+    def __init__(self, model: nn.Module, *, config=None, offload_dir: tempfile.TemporaryDirectory | None = None):
+        self.model = model
+        self.config = model.config if config is None else config
+        self.blocks = find_blocks(model)[0]
+        self._devices = [execution_device(b) for b in self.blocks]
+        self.input_device = execution_device(model.get_input_embeddings())
+        self.device = self._devices[0]  # where h_0 and the captured arguments go
+        self._offload_dir = offload_dir
+
+    @classmethod
+    def load(cls, model_dir, *, device_map="auto", dtype=None, max_memory: dict | None = None, offload_folder=None,
+             attn_implementation: str | None = None, trust_remote_code: bool = False, config=None):
+        """Load with :func:`load_with_device_map`; blocks mapped to disk go to a temporary folder by default."""
+        tmp = tempfile.TemporaryDirectory(prefix="miprun-offload-") if offload_folder is None else None
+        model = load_with_device_map(model_dir, device_map=device_map, dtype=dtype, max_memory=max_memory,
+                                     offload_folder=offload_folder if tmp is None else tmp.name,
+                                     attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
+                                     config=config)
+        return cls(model, config=config, offload_dir=tmp)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def enter_capture(self) -> None:
+        self.model.eval()
+
+    def leave_capture(self) -> None:
+        pass
+
+    def block_device(self, i: int) -> torch.device:
+        return self._devices[i]
+
+    def enter_block(self, i: int) -> None:
+        pass  # accelerate's hooks page offloaded weights in for the block's forward
+
+    def leave_block(self, i: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
