@@ -39,6 +39,7 @@ def test_three_sources_give_identical_states(tmp_path, model_type):
     assert len(ref) == model.config.num_hidden_layers + 1
     for name, source in opened.items():
         assert isinstance(source, kinds[name]) and isinstance(source, BlockSource)
+        assert source.kind == {"in memory": "in_memory", "streamed": "streamed", "device map": "device_map"}[name]
         assert source.num_blocks == len(ref) - 1 and source.config.model_type == model.config.model_type
         got = states(source, ids)
         assert [b for b, _ in got] == [b for b, _ in ref]
@@ -80,6 +81,10 @@ def test_the_config_is_read_once_and_trust_remote_code_passed_on(tmp_path, monke
         source = open_source(folder, offload=offload, device="cpu", trust_remote_code=True, **SHAPE)
         assert source.config.model_type == "llama"
     assert calls == [{"trust_remote_code": True}] * 3
+    # a config the caller already read is used as it is
+    given = sources.load_config(folder)
+    assert open_source(folder, offload=True, device="cpu", config=given, **SHAPE).config is given
+    assert len(calls) == 4  # the line above, not open_source
 
 
 class _Terminal(io.StringIO):

@@ -82,6 +82,7 @@ class DeviceMapSource:
         A temporary offload folder to keep alive (and remove) with the source.
     """
 
+    kind = "device_map"
     description = "blocks (device map)"
 
     def __init__(self, model: nn.Module, *, config=None, offload_dir: tempfile.TemporaryDirectory | None = None):

@@ -74,6 +74,7 @@ class InMemorySource:
         Default: ``model.config``.
     """
 
+    kind = "in_memory"
     description = "blocks"
 
     def __init__(self, model: nn.Module, *, device=None, blocks: nn.ModuleList | None = None, config=None):

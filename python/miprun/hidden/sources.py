@@ -56,6 +56,9 @@ class BlockSource(Protocol):
         The compute device: where ``h_0`` and the blocks' captured arguments are put.
     input_device : torch.device
         Where the token ids go for the skeleton's forward (the embedding's device).
+    kind : str
+        ``"in_memory"``, ``"streamed"`` or ``"device_map"``: what the caller gets to keep
+        (a loaded model, nothing, a dispatched model), e.g. to choose how to write the result.
     description : str
         Label of the progress bar.
     """
@@ -65,6 +68,7 @@ class BlockSource(Protocol):
     blocks: nn.ModuleList
     device: torch.device
     input_device: torch.device
+    kind: str
     description: str
 
     @property
@@ -147,7 +151,8 @@ def _parse_device(key: str):
 
 def open_source(model, *, offload: bool | str = False, device_map=None, max_memory=None, device=None, dtype=None,
                 trust_remote_code: bool = False, n_samples: int = 128, seq_len: int = 2048, batch_size: int = 8,
-                window_bytes: int = 0, offload_folder=None, attn_implementation: str | None = None) -> BlockSource:
+                window_bytes: int = 0, offload_folder=None, attn_implementation: str | None = None,
+                config=None) -> BlockSource:
     """The block source for a model: in memory, streamed from its shards, or placed by a device map.
 
     Parameters
@@ -183,6 +188,9 @@ def open_source(model, *, offload: bool | str = False, device_map=None, max_memo
         Where modules a device map puts on ``"disk"`` are kept (default: a temporary folder).
     attn_implementation : str, optional
         Attention implementation of a model built here (default: transformers' choice).
+    config : transformers.PretrainedConfig, optional
+        The model's config when the caller has read it already (e.g. ``inspect_model(...).config``):
+        it is not read again.
 
     Returns
     -------
@@ -205,14 +213,15 @@ def open_source(model, *, offload: bool | str = False, device_map=None, max_memo
         if offload is True or device_map is not None:
             raise ValueError(f"{'offload' if offload is True else 'device_map'} loads the weights itself from a "
                              "checkpoint folder: pass the model's folder, not a loaded model")
-        return InMemorySource(model, device=device)
+        return InMemorySource(model, device=device, config=config)
     if not isinstance(model, (str, os.PathLike)):
         raise ValueError(f"model must be a loaded causal LM, a local folder or a hub id, got {type(model).__name__}")
     folder = local_dir(model)
     if folder is None and (offload is True or device_map is not None):
         raise ValueError(f"{'offload' if offload is True else 'device_map'} needs a local checkpoint folder, got hub "
                          f"id {model!r}; download it first (huggingface-cli download {model} --local-dir DIR)")
-    config = load_config(folder or model, trust_remote_code=trust_remote_code)
+    if config is None:
+        config = load_config(folder or model, trust_remote_code=trust_remote_code)
     check_causal_lm(config, os.fspath(model), trust_remote_code=trust_remote_code)
     if device_map is not None:
         return DeviceMapSource.load(folder, device_map=device_map, dtype=dtype, max_memory=max_memory,

@@ -89,6 +89,7 @@ class StreamedSource:
         ``{"head_s", "load_s", "compute_s", "blocks"}`` of the last run, filled as it proceeds.
     """
 
+    kind = "streamed"
     description = "blocks (streamed)"
 
     def __init__(self, model_dir: Path, checkpoint: Checkpoint, config, model: nn.Module, device: torch.device,
