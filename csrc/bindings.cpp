@@ -17,8 +17,15 @@
 
 namespace py = pybind11;
 
+// pyproject.toml's version, passed in by CMakeLists.txt; miprun/_native.py refuses a core
+// whose version is not the package's.
+#ifndef MIPRUN_VERSION
+#define MIPRUN_VERSION "unknown"
+#endif
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "miprun native core: CPU mutual-information estimators and block selectors";
+  m.attr("__version__") = MIPRUN_VERSION;
 #ifdef MIPRUN_OPENMP
   m.attr("openmp") = true;
 #else

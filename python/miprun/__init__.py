@@ -10,7 +10,9 @@ from miprun.selection.select import select
 from miprun.output.surgery import remove_blocks
 from miprun.scoring.table import ScoreTable, information_coefficient
 
-__version__ = "0.1.0"
+from miprun._native import package_version as _package_version
+
+__version__ = _package_version()  # pyproject.toml's [project] version, the one source
 
 __all__ = [
     "mutual_information",

@@ -7,6 +7,7 @@ from typing import Callable
 import numpy as np
 import numpy.typing as npt
 
+__version__: str  # pyproject.toml's version at build time; miprun._native refuses another
 openmp: bool
 
 # --- mi ---

@@ -140,6 +140,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_the_single_process_table(tmp_path, calib, capsys):
     import os
     import subprocess

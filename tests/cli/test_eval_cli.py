@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from eval_tiny import random_text, tiny_llama, word_tokenizer
 from support import DATA, STORIES, data_file, requires_stories
+from tiny_models import random_text, tiny_model, word_tokenizer
 
 from miprun.cli.main import main
 from miprun.evaluate.summary import count_parameters, perplexity
@@ -18,7 +18,7 @@ def saved(tmp_path_factory):
     """A tiny random Llama and its word tokenizer saved as a model folder, plus a text file."""
     root = tmp_path_factory.mktemp("eval_cli")
     tok = word_tokenizer()
-    model = tiny_llama(vocab=len(tok), max_positions=64, seed=11)
+    model = tiny_model("llama", preset="eval", vocab=len(tok), max_positions=64, seed=11)
     model.save_pretrained(root / "model")
     tok.save_pretrained(root / "model")
     text = root / "text.txt"
@@ -60,6 +60,7 @@ def test_user_errors_exit_2_with_one_line(saved, tmp_path, capsys, argv, message
     assert not out.exists()
 
 
+@pytest.mark.slow
 @requires_stories
 def test_eval_tasks_through_the_command(tmp_path):
     data_file("bench/llm-foundry/copa.jsonl")

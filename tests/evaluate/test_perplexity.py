@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from eval_tiny import random_text, reference_perplexity, tiny_llama, word_tokenizer
 from support import STORIES, data_file, requires_stories
+from tiny_models import random_text, reference_perplexity, tiny_model, word_tokenizer
 
 from miprun.evaluate.summary import perplexity, read_text, tokenize_text, window_spans
 
@@ -43,7 +43,7 @@ def test_spans_reject_bad_lengths():
 @pytest.mark.parametrize("seq_len,stride,batch_size", [(32, None, 1), (32, None, 3), (32, 12, 2), (24, 24, 2)])
 @pytest.mark.parametrize("tie", [False, True])
 def test_matches_transformers_reference_on_random_model(seq_len, stride, batch_size, tie):
-    model = tiny_llama(tie=tie, seed=seq_len + (stride or 0))
+    model = tiny_model("llama", preset="eval", tie=tie, seed=seq_len + (stride or 0))
     ids = torch.randint(0, 64, (131,), generator=torch.Generator().manual_seed(7))
     got = perplexity(model, ids, seq_len=seq_len, stride=stride, batch_size=batch_size)
     want, count = reference_perplexity(model, ids, seq_len, stride)
@@ -59,7 +59,7 @@ def test_text_is_tokenised_once_with_one_bos(tmp_path):
     text = random_text(300, seed=1)
     path = tmp_path / "text.txt"
     path.write_text(text)
-    model = tiny_llama(vocab=len(tok), seed=3)
+    model = tiny_model("llama", preset="eval", vocab=len(tok), seed=3)
     ids = tokenize_text(read_text(path), tok)
     assert ids[0] == tok.bos_token_id and int((ids == tok.bos_token_id).sum()) == 1 and ids.numel() == 301
     by_path = perplexity(model, path, tokenizer=tok, seq_len=40)
@@ -68,7 +68,7 @@ def test_text_is_tokenised_once_with_one_bos(tmp_path):
 
 
 def test_model_length_and_batch_checked():
-    model = tiny_llama(max_positions=32)
+    model = tiny_model("llama", preset="eval", max_positions=32)
     ids = torch.randint(0, 64, (100,), generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="exceeds the model's maximum length 32"):
         perplexity(model, ids, seq_len=64)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from support import DATA, STORIES, data_file, requires_stories
+from support import DATA, STORIES, data_file, requires_data, requires_stories
 
 from miprun.evaluate.zeroshot import TASKS, resolve_data_dir, resolve_task_names, tasks_dir
 
@@ -66,6 +66,7 @@ def test_formats_on_written_files(tmp_path):
         bench.read_docs(tmp_path, "mc.jsonl", "nope")
 
 
+@requires_data(DATA / "bench")
 @pytest.mark.parametrize("alias", list(TASKS))
 def test_real_files_parse(alias):
     name, rel = TASKS[alias]
@@ -94,6 +95,7 @@ def _loglik(model, tok, context: str, continuation: str) -> float:
     return float(logp[pos - 1, ids[pos]].sum())
 
 
+@pytest.mark.slow
 @requires_stories
 def test_harness_accuracy_equals_own_loglikelihood_on_stories260k():
     from transformers import AutoModelForCausalLM, AutoTokenizer

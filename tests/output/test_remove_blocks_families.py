@@ -16,8 +16,8 @@ import json
 import pytest
 import torch
 import transformers as tf
-from surgery_tiny import (MODEL_TYPES, VOCAB, blocks_as_identity, greedy, one_thread,  # noqa: F401
-                          tiny_config, tiny_model)
+from tiny_models import (ALL_FAMILIES, VOCAB, blocks_as_identity, greedy, one_thread,  # noqa: F401
+                         tiny_config, tiny_model)
 
 from miprun.models.families import FAMILIES, supported_families
 from miprun.output.save import save_pruned
@@ -44,7 +44,7 @@ NEW_TOKENS = 4
 
 
 def test_every_supported_family_is_tested():
-    assert set(CASES) == set(supported_families()) == set(MODEL_TYPES)
+    assert set(CASES) == set(supported_families()) == set(ALL_FAMILIES)
 
 
 def _index_values(block) -> set[int]:
@@ -69,7 +69,7 @@ def _check_model(model, ids, reference, k):
 def test_remove_save_reload_matches_identity_reference(model_type, tmp_path):
     tf.logging.set_verbosity_error()
     config = tiny_config(model_type)
-    model = tiny_model(config)
+    model = tiny_model(config=config)
     removed = CASES[model_type]
     blocks, path = find_blocks(model)
     T = len(blocks)
@@ -116,7 +116,7 @@ def test_remove_save_reload_matches_identity_reference(model_type, tmp_path):
 def test_sliding_layers_really_differ_from_full():
     """Guard for the test above: with a wrong layer_types list the logits would change."""
     config = tiny_config("gemma3_text")
-    model = tiny_model(config)
+    model = tiny_model(config=config)
     ids = torch.randint(3, VOCAB, (1, 12), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         a = model(ids).logits
@@ -127,7 +127,7 @@ def test_sliding_layers_really_differ_from_full():
 
 
 def test_qwen2_max_window_layers_follows_kept_blocks():
-    model = tiny_model(tiny_config("qwen2"))  # blocks 0, 1 full attention; 2..5 sliding
+    model = tiny_model("qwen2")  # blocks 0, 1 full attention; 2..5 sliding
     remove_blocks(model, [0, 3])
     assert model.config.max_window_layers == 1
     assert model.config.layer_types == ["full_attention", "sliding_attention", "sliding_attention",
@@ -138,7 +138,7 @@ def test_gpt2_inverse_layer_scaling_is_kept_after_renumbering(tmp_path):
     tf.logging.set_verbosity_error()
     config = tiny_config("gpt2")
     config.scale_attn_by_inverse_layer_idx = True
-    model = tiny_model(config)
+    model = tiny_model(config=config)
     blocks, _ = find_blocks(model)
     ids = torch.randint(3, VOCAB, (2, 12), generator=torch.Generator().manual_seed(5))
     with torch.no_grad(), blocks_as_identity(blocks, [0, 2]):

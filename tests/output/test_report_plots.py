@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from surgery_tiny import one_thread, tiny_config, tiny_model  # noqa: F401
+from tiny_models import one_thread, tiny_model  # noqa: F401
 
 import miprun
 from miprun.selection.plan import Plan
@@ -37,7 +37,7 @@ def _plan(removed, num_blocks):
 
 
 def test_report_keys_and_values():
-    model = tiny_model(tiny_config("gpt2"))  # 5 blocks, tied embeddings
+    model = tiny_model("gpt2")  # 5 blocks, tied embeddings
     source = describe_source(model, path="some/folder")
     plan, table = _plan([1, 2], 5), _table(5, 2)
     pruned = remove_blocks(copy.deepcopy(model), plan.removed)
@@ -66,7 +66,7 @@ def test_report_keys_and_values():
 
 
 def test_report_with_pruned_model_and_plain_source():
-    model = tiny_model(tiny_config("llama"))
+    model = tiny_model("llama")
     pruned = remove_blocks(copy.deepcopy(model), [0])
     report = build_report(_plan([0], 6), None, None, None, "hub/name", pruned_model=pruned)
     assert report["parameters"]["after"] == count_parameters(pruned) and report["parameters"]["before"] is None
@@ -108,7 +108,7 @@ def test_pruned_runs_are_marked_in_the_plots(tmp_path):
 
 
 def test_save_pruned_with_standard_plots(tmp_path):
-    model = tiny_model(tiny_config("opt"))
+    model = tiny_model("opt")
     plan, table = _plan([1, 4], 5), _table(5, 2)
     source = describe_source(model)
     remove_blocks(model, plan.removed)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers as tf
-from surgery_tiny import VOCAB, folder_digest, one_thread, tiny_config, tiny_model  # noqa: F401
+from tiny_models import VOCAB, folder_digest, one_thread, tiny_model  # noqa: F401
 
 from miprun.output.save import OutputDirError, atomic_output_dir, check_output_dir, save_pruned
 from miprun.output.surgery import remove_blocks
@@ -30,7 +30,7 @@ def source(tmp_path):
     """A model saved to a folder and loaded back from it (so it knows its folder), and that folder."""
     tf.logging.set_verbosity_error()
     src = tmp_path / "input-model"
-    tiny_model(tiny_config("llama")).save_pretrained(src)
+    tiny_model("llama").save_pretrained(src)
     model = tf.AutoModelForCausalLM.from_pretrained(src, attn_implementation="eager")
     return remove_blocks(model, [2, 3]), src
 

@@ -15,8 +15,8 @@ from miprun.output import shards
 from miprun.models.checkpoint import Checkpoint
 from miprun.output.shards import write_pruned_checkpoint
 from miprun.output.surgery import remove_blocks
-from scale_tiny import save_sharded, tiny_model
 from support import STORIES, requires_stories
+from tiny_models import save_sharded, tiny_model
 
 
 def _folder_digest(folder: Path) -> dict[str, str]:
@@ -33,7 +33,7 @@ def _assert_same_tensors(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("model_type, removed", [("llama", [1, 3]), ("gemma3_text", [0, 4]), ("gpt2", [2]),
                                                  ("opt", [1, 2, 4])])
 def test_sharded_write_equals_in_memory_surgery(tmp_path, model_type, removed):
-    src = save_sharded(tiny_model(model_type), tmp_path / "src")
+    src = save_sharded(tiny_model(model_type, preset="stream"), tmp_path / "src")
     before = _folder_digest(src)
     out = write_pruned_checkpoint(src, removed, tmp_path / "out", report={"pruned_blocks": removed})
 
@@ -59,7 +59,7 @@ def test_sharded_write_equals_in_memory_surgery(tmp_path, model_type, removed):
 
 def test_single_file_checkpoint_stays_single_file(tmp_path):
     src = tmp_path / "src"
-    tiny_model("llama").save_pretrained(src)  # one model.safetensors, no index
+    tiny_model("llama", preset="stream").save_pretrained(src)  # one model.safetensors, no index
     out = write_pruned_checkpoint(src, [4], tmp_path / "out")
     assert (out / "model.safetensors").exists() and not (out / "model.safetensors.index.json").exists()
     expected = remove_blocks(AutoModelForCausalLM.from_pretrained(src), [4])
@@ -83,7 +83,7 @@ def test_stories_pruned_checkpoint_has_tokenizer_and_generates(tmp_path):
 
 
 def test_one_input_shard_in_memory_at_a_time(tmp_path, monkeypatch):
-    src = save_sharded(tiny_model("llama"), tmp_path / "src")
+    src = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "src")
     ckpt = Checkpoint(src)
     reads = []
     real_load = Checkpoint.load
@@ -105,7 +105,7 @@ def test_one_input_shard_in_memory_at_a_time(tmp_path, monkeypatch):
 
 
 def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path):
-    src = save_sharded(tiny_model("llama"), tmp_path / "src")
+    src = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "src")
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -118,7 +118,7 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path):
 
 
 def test_failure_midway_leaves_no_output(tmp_path, monkeypatch):
-    src = save_sharded(tiny_model("llama"), tmp_path / "src")
+    src = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "src")
     calls = []
     real_save = shards.save_file
 
@@ -135,7 +135,7 @@ def test_failure_midway_leaves_no_output(tmp_path, monkeypatch):
 
 
 def test_output_inside_the_input_is_refused(tmp_path):
-    src = save_sharded(tiny_model("llama"), tmp_path / "src")
+    src = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "src")
     with pytest.raises(ValueError, match="input model folder"):
         write_pruned_checkpoint(src, [1], src / "pruned")
 
@@ -143,14 +143,14 @@ def test_output_inside_the_input_is_refused(tmp_path):
 @pytest.mark.parametrize("removed, message", [([5], "outside 0..4"), ([1, 1], "duplicates"),
                                               ([0, 1, 2, 3, 4], "at least one block"), (["1"], "integer")])
 def test_bad_block_indices_are_refused_before_writing(tmp_path, removed, message):
-    src = save_sharded(tiny_model("llama"), tmp_path / "src")
+    src = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "src")
     with pytest.raises(ValueError, match=message):
         write_pruned_checkpoint(src, removed, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_shard_is_refused(tmp_path):
-    src = save_sharded(tiny_model("llama"), tmp_path / "src")
+    src = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "src")
     victim = sorted(src.glob("model-*.safetensors"))[-1]
     victim.unlink()
     with pytest.raises(FileNotFoundError, match=victim.name):
@@ -162,7 +162,7 @@ def test_base_model_checkpoint_keys_are_renamed(tmp_path):
     # Checkpoints saved from a base model (keys "layers.N..." without "model.") are renamed too.
     from safetensors.torch import save_file
 
-    model = tiny_model("llama")
+    model = tiny_model("llama", preset="stream")
     src = tmp_path / "src"
     model.save_pretrained(src)
     base = {k[len("model."):]: v.contiguous() for k, v in model.state_dict().items() if k.startswith("model.")}

@@ -7,7 +7,7 @@ import copy
 import torch
 import transformers as tf
 from support import STORIES, requires_stories
-from surgery_tiny import blocks_as_identity, folder_digest, greedy, one_thread  # noqa: F401
+from tiny_models import blocks_as_identity, folder_digest, greedy, one_thread  # noqa: F401
 
 from miprun.selection.plan import Plan
 from miprun.output.report import build_report, describe_source, standard_plots

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import transformers as tf
-from surgery_tiny import MODEL_TYPES, one_thread, tiny_config, tiny_model  # noqa: F401
+from tiny_models import ALL_FAMILIES, one_thread, tiny_config, tiny_model  # noqa: F401
 from torch import nn
 
 from miprun.models.families import FAMILIES, supported_families
@@ -20,10 +20,10 @@ def _unsupported_model():
     return tf.AutoModelForCausalLM.from_config(config)
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", ALL_FAMILIES)
 def test_block_prefix_of_config_matches_the_model_state_dict(model_type):
     config = tiny_config(model_type)
-    model = tiny_model(config)
+    model = tiny_model(config=config)
     prefix = block_prefix(config)
     assert prefix == block_prefix(model) == FAMILIES[model_type].block_path + "."
     n = config.num_hidden_layers
@@ -34,10 +34,10 @@ def test_block_prefix_of_config_matches_the_model_state_dict(model_type):
 
 
 def test_find_blocks_on_base_models():
-    model = tiny_model(tiny_config("llama"))
+    model = tiny_model("llama")
     blocks, path = find_blocks(model.model)
     assert path == "layers" and blocks is model.model.layers
-    gpt2 = tiny_model(tiny_config("gpt2"))
+    gpt2 = tiny_model("gpt2")
     assert find_blocks(gpt2.transformer) == (gpt2.transformer.h, "h")
 
 
@@ -87,7 +87,7 @@ def test_unsupported_architecture_is_refused_everywhere():
     ([True], r"integer block indices, got True"),
 ])
 def test_bad_indices_are_refused_and_the_model_is_untouched(blocks, message):
-    model = tiny_model(tiny_config("gemma3_text"))
+    model = tiny_model("gemma3_text")
     types = list(model.config.layer_types)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=message):
@@ -101,14 +101,14 @@ def test_bad_indices_are_refused_and_the_model_is_untouched(blocks, message):
 
 def test_numpy_indices_and_empty_removal():
     np = pytest.importorskip("numpy")
-    model = tiny_model(tiny_config("llama"))
+    model = tiny_model("llama")
     assert remove_blocks(model, []) is model and len(model.model.layers) == 6
     remove_blocks(model, np.array([0, 5]))
     assert [layer.self_attn.layer_idx for layer in model.model.layers] == [0, 1, 2, 3]
 
 
 def test_model_config_mismatch_is_refused():
-    model = tiny_model(tiny_config("llama"))
+    model = tiny_model("llama")
     del model.model.layers[5]
     with pytest.raises(ValueError, match="has 5 blocks at model.layers but its config says num_hidden_layers=6"):
         remove_blocks(model, [0])
@@ -166,7 +166,7 @@ def test_prune_config_moves_per_layer_overrides():
 
 
 def test_device_map_is_renumbered():
-    model = tiny_model(tiny_config("llama"))
+    model = tiny_model("llama")
     model.hf_device_map = {"model.embed_tokens": "cpu", **{f"model.layers.{i}": "cpu" for i in range(6)},
                            "model.layers.1.mlp": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
     remove_blocks(model, [1, 2])

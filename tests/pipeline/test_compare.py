@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from eval_tiny import random_text, tiny_llama, word_tokenizer
+from tiny_models import random_text, tiny_model, word_tokenizer
 
 from miprun.cli.main import main
 from miprun.pipeline.compare import compare, parse_variants, to_markdown, write_outputs
@@ -24,7 +24,7 @@ VARIANTS = (("hist", "pooled"), ("gaussian", "per_dim"))
 def compared():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # see conftest.py; a module fixture runs outside the per-test setting
-    model = tiny_llama(layers=5, seed=4)
+    model = tiny_model("llama", preset="eval", num_blocks=5, seed=4)
     g = torch.Generator().manual_seed(1)
     calib = torch.randint(0, 64, (4, 32), generator=g)
     eval_ids = {"held_out": torch.randint(0, 64, (200,), generator=g)}
@@ -94,7 +94,7 @@ def test_outputs_written_and_not_overwritten(compared, tmp_path):
 
 
 def test_oracle_skipped_above_the_limit():
-    model = tiny_llama(layers=4, seed=1)
+    model = tiny_model("llama", preset="eval", num_blocks=4, seed=1)
     g = torch.Generator().manual_seed(0)
     result = compare(model, None, torch.randint(0, 64, (2, 16), generator=g), 1,
                      eval_ids={"t": torch.randint(0, 64, (64,), generator=g)}, seq_len=32,
@@ -113,7 +113,7 @@ def test_parse_variants():
 
 def test_compare_command(tmp_path, capsys):
     tok = word_tokenizer()
-    model = tiny_llama(layers=4, vocab=len(tok), seed=2)
+    model = tiny_model("llama", preset="eval", num_blocks=4, vocab=len(tok), seed=2)
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     calib, held = tmp_path / "calib.txt", tmp_path / "held.txt"

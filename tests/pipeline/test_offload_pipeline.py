@@ -8,11 +8,11 @@ from transformers import AutoModelForCausalLM
 
 from miprun.pipeline.prune import prune
 from miprun.scoring.score import score_blocks
-from scale_tiny import calibration_ids, save_sharded, tiny_model
+from tiny_models import calibration_ids, save_sharded, tiny_model
 
 
 def test_prune_offload_equals_in_memory(tmp_path):
-    folder = save_sharded(tiny_model("llama", num_blocks=8), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=8), tmp_path / "m")
     ids = calibration_ids(6, 16, seed=6)
     common = dict(num_blocks=3, dtype=torch.float32, batch_size=4, device="cpu", plots=False, progress=False)
     streamed = prune(str(folder), ids, offload=True, out_dir=tmp_path / "streamed", **common)
@@ -25,7 +25,7 @@ def test_prune_offload_equals_in_memory(tmp_path):
 
 
 def test_score_blocks_offload_every_estimator(tmp_path):
-    folder = save_sharded(tiny_model("qwen2"), tmp_path / "m")
+    folder = save_sharded(tiny_model("qwen2", preset="stream"), tmp_path / "m")
     ids = calibration_ids(4, 12, seed=7)
     for estimator, reduction in (("hist", "per_dim"), ("ksg", "pooled"), ("cosine", "pooled")):
         kw = dict(estimator=estimator, reduction=reduction, max_run=2, progress=False, device="cpu")

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from miprun.scoring.distributed import shard_calibration
 from scale_dp_worker import CASES, MAX_RUN, worker
-from scale_tiny import calibration_ids, save_sharded, tiny_model
+from tiny_models import calibration_ids, save_sharded, tiny_model
 
 WORLD_SIZE = 2
 DEADLINE_S = 300
@@ -52,12 +52,13 @@ def _run_processes(*args) -> None:
             pytest.fail(f"data-parallel processes did not finish within {DEADLINE_S} s")
 
 
+@pytest.mark.slow
 @requires_gloo
 def test_two_processes_give_the_single_process_table_and_plan(tmp_path):
     from miprun.scoring.score import score_blocks
     from miprun.selection.select import select
 
-    folder = save_sharded(tiny_model("llama", num_blocks=5), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=5), tmp_path / "m")
     ids = calibration_ids(5, 12, seed=4)  # 5 samples: shards of 2 and 3 (unequal on purpose)
     _run_processes(WORLD_SIZE, _free_port(), str(folder), ids, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]

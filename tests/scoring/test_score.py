@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from pipeline_models import VOCAB, tiny_model
 from support import requires_native
+from tiny_models import tiny_model
 
 from miprun import mutual_information
 from miprun.hidden.runner import iter_hidden_states
@@ -225,8 +225,8 @@ def test_default_max_run():
 
 
 def test_score_blocks_equals_score_states_on_the_model_states():
-    model = tiny_model("llama", num_blocks=4)
-    ids = torch.randint(3, VOCAB, (4, 16), generator=torch.Generator().manual_seed(8))
+    model = tiny_model("llama", preset="hf_init", num_blocks=4)
+    ids = torch.randint(3, model.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(8))
     table = score_blocks(model, ids, num_remove=2, batch_size=3, progress=False, backend="reference")
     states = iter_hidden_states(model, ids, batch_size=4, progress=False)
     expected = score_states(states, 4, max_run=2, backend="reference", progress=False)

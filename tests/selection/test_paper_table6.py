@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from paper_table import FIRST_LAYER, parse_table6
-from support import REPO, requires_native
+from support import REPO, requires_data, requires_native
 
 from miprun.selection.select import select
 from miprun.scoring.table import ScoreTable
@@ -19,7 +19,7 @@ PAPER = REPO.parent / "shared" / "paper" / "mi-prun-paper.txt"
 
 pytestmark = [
     requires_native,
-    pytest.mark.skipif(not PAPER.exists(), reason=f"paper text not found at {PAPER}"),
+    requires_data(PAPER),
 ]
 
 
