@@ -83,7 +83,7 @@ def child(args) -> None:
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, args.vocab, (args.n_samples, args.seq_len), generator=g)
     t0 = time.perf_counter()
-    result = prune(args.model, ids, num_blocks=args.remove, offload=args.mode == "offload", out_dir=args.out,
+    result = prune(args.model, ids, num_remove=args.remove, offload=args.mode == "offload", out_dir=args.out,
                    dtype=torch.float32, batch_size=args.batch_size, device="cpu", plots=False, progress=False)
     wall = time.perf_counter() - t0
     np.save(args.table, result.table.values)

@@ -83,7 +83,7 @@ def bench(name: str, model, tokenizer, args) -> dict:
     def one_prune():
         fresh = copy.deepcopy(model)  # prune removes blocks in place; the copy is not timed below
         t = time.perf_counter()
-        result = prune(fresh, ids, num_blocks=num_remove, selector=args.selector, estimator=args.estimator,
+        result = prune(fresh, ids, num_remove=num_remove, selector=args.selector, estimator=args.estimator,
                        out_dir=work / "out", overwrite=True, tokenizer=tokenizer, batch_size=args.batch_size,
                        progress=False)
         return time.perf_counter() - t, result.timings

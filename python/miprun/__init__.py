@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from miprun.mi import mutual_information
-from miprun.selection.plan import Plan
-from miprun.pipeline.prune import PruneResult, prune
-from miprun.scoring.score import score_blocks
-from miprun.selection.select import select
+from miprun.calibration.options import CalibrationOptions
+from miprun.hidden.options import ExecutionOptions
+from miprun.mi import information_coefficient, mutual_information
+from miprun.output.options import OutputOptions
 from miprun.output.surgery import remove_blocks
-from miprun.scoring.table import ScoreTable, information_coefficient
+from miprun.pipeline.options import PruneOptions
+from miprun.pipeline.prune import PruneResult, prune
+from miprun.scoring.options import ScoringOptions
+from miprun.scoring.score import score_blocks
+from miprun.scoring.table import ScoreTable
+from miprun.selection.options import SelectionOptions
+from miprun.selection.plan import Plan
+from miprun.selection.select import select
 
 from miprun._native import package_version as _package_version
 
@@ -24,5 +30,11 @@ __all__ = [
     "remove_blocks",
     "prune",
     "PruneResult",
+    "PruneOptions",
+    "CalibrationOptions",
+    "ExecutionOptions",
+    "ScoringOptions",
+    "SelectionOptions",
+    "OutputOptions",
     "__version__",
 ]

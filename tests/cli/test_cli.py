@@ -52,8 +52,8 @@ def _bad_inputs(tmp_path, calib):
     no_config = tmp_path / "no_config"
     no_config.mkdir()
     return {
-        "too many blocks": (["--num-blocks", 5, "--calib", calib], ["num_blocks=5", "has 5 blocks"]),
-        "zero blocks": (["--num-blocks", 0, "--calib", calib], ["num_blocks=0", "between 1 and 4"]),
+        "too many blocks": (["--num-blocks", 5, "--calib", calib], ["num_remove=5", "has 5 blocks"]),
+        "zero blocks": (["--num-blocks", 0, "--calib", calib], ["num_remove=0", "at least 1"]),
         "empty calibration": (["--num-blocks", 1, "--calib", empty], ["empty"]),
         "short calibration": (["--num-blocks", 1, "--calib", short, "--seq-len", 256],
                               ["tokens", "seq_len=256", "lower seq_len"]),
@@ -102,7 +102,7 @@ def test_argument_errors_are_one_line(capsys):
     code, _, err = _run(["prune", STORIES, "--num-blocks", 1, "--ratio", 0.2, "--calib", "x", "--out", "y"], capsys)
     _assert_user_error(code, err, "not allowed with")
     code, _, err = _run(["prune", STORIES, "--calib", "x", "--out", "y"], capsys)
-    _assert_user_error(code, err, "--num-blocks")
+    _assert_user_error(code, err, "--num-remove")
 
 
 def test_prune_command_writes_a_loadable_model(tmp_path, calib, capsys):

@@ -1,7 +1,8 @@
 """The redesign changed no number: score tables, plans and pruned weights equal those recorded before it.
 
 ``golden.json`` was written by the pre-redesign revision (commit add10d6) with the
-settings below; every entry is compared exactly (floats bit for bit, weights by sha256).
+settings below, on 2 torch threads; every entry is compared exactly (floats bit for bit,
+weights by sha256).
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ VARIANTS = [("hist", "pooled"), ("hist", "per_dim"), ("ksg", "pooled"), ("ksg", 
 SELECTORS = {"hist": ["fast_block_select", "optimal", "exhaustive", "greedy"],
              "ksg": ["fast_block_select", "optimal", "greedy"], "gaussian": ["fast_block_select", "optimal", "greedy"],
              "cosine": ["shortgpt"], "angular": ["gromov"]}
+
+
+@pytest.fixture(autouse=True)
+def _recorded_threads():
+    """The float sums of gaussian, cosine and angular depend on torch's thread count: use the recording's (2)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 def weights_digest(folder: Path) -> str:

@@ -13,7 +13,10 @@ from tiny_models import one_thread, tiny_model  # noqa: F401
 
 import miprun
 from miprun.selection.plan import Plan
-from miprun.output.report import (block_parameter_counts, build_report, count_parameters, describe_source, plot_score_table, plot_single_block, standard_plots)
+from miprun.models.parameters import count_parameters
+from miprun.util.jsonio import to_jsonable
+from miprun.output.plots import plot_score_table, plot_single_block, standard_plots
+from miprun.output.report import block_parameter_counts, build_report, describe_source
 from miprun.output.save import save_pruned
 from miprun.output.surgery import remove_blocks
 from miprun.scoring.table import ScoreTable
@@ -52,8 +55,8 @@ def test_report_keys_and_values():
     assert report["timings"] == {"score": 1.5, "save": 0.25}
     assert ScoreTable.from_dict(report["score_table"]).values.tobytes() == table.values.tobytes()
     params = report["parameters"]
-    assert params["before"] == count_parameters(model)
-    assert params["after"] == count_parameters(pruned)  # derived from per-block counts, no pruned model needed
+    assert params["before"] == count_parameters(model).total
+    assert params["after"] == count_parameters(pruned).total  # derived from per-block counts, no pruned model needed
     assert params["removed"] == sum(block_parameter_counts(model)[i] for i in (1, 2))
     assert params["removed_fraction"] == pytest.approx(params["removed"] / params["before"])
     assert report["source"]["path"] == "some/folder" and report["source"]["model_type"] == "gpt2"
@@ -61,7 +64,7 @@ def test_report_keys_and_values():
     assert v["miprun"] == miprun.__version__ and v["torch"] == torch.__version__
     assert v["transformers"] == transformers.__version__ and v["python"].count(".") == 2
     # report.json is strict JSON once written
-    text = json.dumps(miprun.output.report.to_jsonable(report), allow_nan=False)
+    text = json.dumps(to_jsonable(report), allow_nan=False)
     assert json.loads(text)["score_table"]["values"][4][1] is None
 
 
@@ -69,7 +72,7 @@ def test_report_with_pruned_model_and_plain_source():
     model = tiny_model("llama")
     pruned = remove_blocks(copy.deepcopy(model), [0])
     report = build_report(_plan([0], 6), None, None, None, "hub/name", pruned_model=pruned)
-    assert report["parameters"]["after"] == count_parameters(pruned) and report["parameters"]["before"] is None
+    assert report["parameters"]["after"] == count_parameters(pruned).total and report["parameters"]["before"] is None
     assert report["score_table"] is None and report["estimator"]["name"] == "hist"
     assert report["source"] == {"path": "hub/name"}
 

@@ -12,7 +12,8 @@ import torch
 import transformers as tf
 from tiny_models import VOCAB, folder_digest, one_thread, tiny_model  # noqa: F401
 
-from miprun.output.save import OutputDirError, atomic_output_dir, check_output_dir, save_pruned
+from miprun.output.guard import OutputDirError, atomic_output_dir, check_output_dir
+from miprun.output.save import save_pruned
 from miprun.output.surgery import remove_blocks
 
 
@@ -36,7 +37,9 @@ def source(tmp_path):
 
 
 def _marker(folder: Path) -> Path:
+    """An earlier miprun output: its report.json, and a file to tell it apart."""
     folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps({"format_version": 1, "pruned_blocks": [1]}))
     (folder / "marker.txt").write_text("old output")
     return folder / "marker.txt"
 
@@ -75,7 +78,7 @@ def test_existing_output_is_refused_and_untouched(source, tmp_path):
     marker = _marker(tmp_path / "out")
     with pytest.raises(OutputDirError, match=r"out .*already exists; pass overwrite=True"):
         save_pruned(model, None, tmp_path / "out")
-    assert marker.read_text() == "old output" and _entries(tmp_path / "out") == {"marker.txt"}
+    assert marker.read_text() == "old output" and _entries(tmp_path / "out") == {"marker.txt", "report.json"}
     assert _entries(tmp_path) == {"input-model", "out"}
 
 
@@ -112,7 +115,7 @@ def test_failure_midway_leaves_nothing_and_keeps_old_output(source, tmp_path, mo
     marker = _marker(tmp_path / "out")
     with pytest.raises(error):  # replacing an old output
         save_pruned(model, None, tmp_path / "out", overwrite=True, plots=plots)
-    assert marker.read_text() == "old output" and _entries(tmp_path / "out") == {"marker.txt"}
+    assert marker.read_text() == "old output" and _entries(tmp_path / "out") == {"marker.txt", "report.json"}
     assert _entries(tmp_path) == {"input-model", "out"}
     assert folder_digest(src) == digest
 
@@ -139,7 +142,7 @@ def test_output_that_appears_while_writing_is_not_replaced(tmp_path):
         with atomic_output_dir(tmp_path / "out") as tmp:
             (tmp / "f").write_text("new")
             _marker(tmp_path / "out")
-    assert _entries(tmp_path / "out") == {"marker.txt"} and _entries(tmp_path) == {"out"}
+    assert _entries(tmp_path / "out") == {"marker.txt", "report.json"} and _entries(tmp_path) == {"out"}
 
 
 def test_input_folder_is_protected(source, tmp_path):

@@ -111,7 +111,10 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ValueError, match="already exists"):
         write_pruned_checkpoint(src, [1], out)
+    with pytest.raises(ValueError, match="not an earlier miprun output"):
+        write_pruned_checkpoint(src, [1], out, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine"
+    (out / "report.json").write_text('{"format_version": 1, "pruned_blocks": [0]}')  # now an earlier output
     write_pruned_checkpoint(src, [1], out, overwrite=True)
     assert not (out / "keep.txt").exists()
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4

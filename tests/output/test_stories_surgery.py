@@ -10,7 +10,8 @@ from support import STORIES, requires_stories
 from tiny_models import blocks_as_identity, folder_digest, greedy, one_thread  # noqa: F401
 
 from miprun.selection.plan import Plan
-from miprun.output.report import build_report, describe_source, standard_plots
+from miprun.output.plots import standard_plots
+from miprun.output.report import build_report, describe_source
 from miprun.output.save import save_pruned
 from miprun.models.blocks import find_blocks
 from miprun.output.surgery import remove_blocks

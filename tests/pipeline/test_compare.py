@@ -11,7 +11,8 @@ import torch
 from tiny_models import random_text, tiny_model, word_tokenizer
 
 from miprun.cli.main import main
-from miprun.pipeline.compare import compare, parse_variants, to_markdown, write_outputs
+from miprun.pipeline.compare import compare, parse_variants
+from miprun.pipeline.compare_report import to_markdown, write_outputs
 from miprun.evaluate.summary import perplexity
 from miprun.selection.select import select
 from miprun.output.surgery import remove_blocks

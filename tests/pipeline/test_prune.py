@@ -8,7 +8,8 @@ import pytest
 import torch
 from support import STORIES, data_file, requires_native, requires_stories
 
-from miprun.pipeline.prune import blocks_to_remove, estimator_for, prune
+from miprun.pipeline.prune import prune
+from miprun.selection.options import SelectionOptions
 from miprun.selection.select import SELECTORS
 
 pytestmark = [requires_stories, requires_native]  # the selectors run in the native core
@@ -43,7 +44,7 @@ def _identity_logits(model, removed, ids):
 def test_prune_save_reload_generate(selector, num_blocks, original, calib, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     out = tmp_path / "pruned"
-    result = prune(STORIES, calib, num_blocks=num_blocks, selector=selector, out_dir=out, n_samples=N_SAMPLES,
+    result = prune(STORIES, calib, num_remove=num_blocks, selector=selector, out_dir=out, n_samples=N_SAMPLES,
                    seq_len=SEQ_LEN, progress=False, plots=selector == "fast_block_select")
     removed = result.plan.removed
     assert len(removed) == num_blocks and all(0 <= b < 5 for b in removed)
@@ -92,40 +93,42 @@ def test_in_memory_model_and_token_ids(original, tmp_path):
 
 def test_validation_happens_before_any_work(tmp_path, calib):
     out = tmp_path / "o"
-    with pytest.raises(ValueError, match="num_blocks=5 but the model has 5 blocks"):
-        prune(STORIES, calib, num_blocks=5, out_dir=out)
+    with pytest.raises(ValueError, match="num_remove=5 but the model has 5 blocks"):
+        prune(STORIES, calib, num_remove=5, out_dir=out)
     with pytest.raises(ValueError, match="exactly one"):
-        prune(STORIES, calib, num_blocks=1, ratio=0.2, out_dir=out)
+        prune(STORIES, calib, num_remove=1, ratio=0.2, out_dir=out)
     with pytest.raises(ValueError, match="reads 'angular'"):
-        prune(STORIES, calib, num_blocks=1, selector="gromov", estimator="ksg", out_dir=out)
+        prune(STORIES, calib, num_remove=1, selector="gromov", estimator="ksg", out_dir=out)
     with pytest.raises(ValueError, match="selector must be"):
-        prune(STORIES, calib, num_blocks=1, selector="random", out_dir=out)
+        prune(STORIES, calib, num_remove=1, selector="random", out_dir=out)
     with pytest.raises(ValueError, match="input model folder"):
-        prune(STORIES, calib, num_blocks=1, out_dir=STORIES / "inside")
+        prune(STORIES, calib, num_remove=1, out_dir=STORIES / "inside")
     with pytest.raises(ValueError, match="vocabulary of 512"):
-        prune(STORIES, torch.full((2, 8), 600, dtype=torch.long), num_blocks=1, out_dir=out)
+        prune(STORIES, torch.full((2, 8), 600, dtype=torch.long), num_remove=1, out_dir=out)
     out.mkdir()
     with pytest.raises(ValueError, match="already exists"):
-        prune(STORIES, calib, num_blocks=1, out_dir=out)
+        prune(STORIES, calib, num_remove=1, out_dir=out)
     assert list(out.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["o"]
 
 
 def test_estimator_and_count_rules():
-    assert estimator_for("fast_block_select", None) == "hist"
-    assert estimator_for("optimal", "ksg") == "ksg"
-    assert estimator_for("shortgpt", None) == "cosine" and estimator_for("gromov", "angular") == "angular"
+    def est(selector, estimator):
+        return SelectionOptions(num_remove=1, selector=selector).estimator_for(estimator)
+    assert est("fast_block_select", None) == "hist"
+    assert est("optimal", "ksg") == "ksg"
+    assert est("shortgpt", None) == "cosine" and est("gromov", "angular") == "angular"
     with pytest.raises(ValueError, match="distance"):
-        estimator_for("greedy", "cosine")
-    assert blocks_to_remove(None, 0.25, 32) == 8
+        est("greedy", "cosine")
+    assert SelectionOptions(ratio=0.25).count(32) == 8
     with pytest.raises(ValueError, match="rounds to 0"):
-        blocks_to_remove(None, 0.05, 5)
+        SelectionOptions(ratio=0.05).count(5)
     with pytest.raises(ValueError, match="fraction"):
-        blocks_to_remove(None, 1.5, 5)
+        SelectionOptions(ratio=1.5)
 
 
 def test_offload_gives_the_same_table_plan_and_checkpoint(calib, tmp_path):
     from safetensors.torch import load_file
-    kw = dict(num_blocks=2, n_samples=N_SAMPLES, seq_len=SEQ_LEN, progress=False, plots=False)
+    kw = dict(num_remove=2, n_samples=N_SAMPLES, seq_len=SEQ_LEN, progress=False, plots=False)
     memory = prune(STORIES, calib, out_dir=tmp_path / "memory", **kw)
     streamed = prune(STORIES, calib, out_dir=tmp_path / "streamed", offload=True, **kw)
     assert streamed.model is None and streamed.plan.removed == memory.plan.removed
@@ -135,4 +138,5 @@ def test_offload_gives_the_same_table_plan_and_checkpoint(calib, tmp_path):
     b = load_file(tmp_path / "streamed" / "model.safetensors")
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
     report = json.loads((tmp_path / "streamed" / "report.json").read_text())
-    assert report["pruned_blocks"] == memory.plan.removed and report["settings"]["offload"] is True
+    assert report["pruned_blocks"] == memory.plan.removed and report["settings"]["options"]["execution"]["offload"] is True
+    assert report["estimator"]["settings"]["offload"] is True

@@ -16,7 +16,8 @@ def worker(rank: int, world_size: int, port: int, model_dir: str, input_ids: tor
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from miprun.scoring.distributed import DataParallel, score_blocks_data_parallel
+    from miprun.scoring.distributed import DataParallel
+    from miprun.scoring.score import score_blocks
 
     dp = DataParallel.from_env(backend="gloo", device="cpu")
     try:
@@ -31,10 +32,10 @@ def worker(rank: int, world_size: int, port: int, model_dir: str, input_ids: tor
         results["sum_int64"] = reducer.all_reduce_sum(torch.arange(6, dtype=torch.int64) * (rank + 1))
         results["sum_float64"] = reducer.all_reduce_sum(torch.full((2,), 0.1 * (rank + 1), dtype=torch.float64))
         for estimator, reduction in CASES:
-            table = score_blocks_data_parallel(model_dir, input_ids, data_parallel=dp, estimator=estimator,
-                                               reduction=reduction, max_run=MAX_RUN, progress=False, device="cpu")
+            table = score_blocks(model_dir, input_ids, data_parallel=dp, estimator=estimator,
+                                 reduction=reduction, max_run=MAX_RUN, progress=False, device="cpu")
             results[f"{estimator}-{reduction}"] = table.values
-        table = score_blocks_data_parallel(model_dir, input_ids, data_parallel=dp, estimator="hist", max_run=MAX_RUN,
+        table = score_blocks(model_dir, input_ids, data_parallel=dp, estimator="hist", max_run=MAX_RUN,
                                            progress=False, device="cpu", offload=True)
         results["hist-offload"] = table.values
         results["world_size"] = table.settings["world_size"]

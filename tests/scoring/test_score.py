@@ -14,7 +14,10 @@ from tiny_models import tiny_model
 from miprun import mutual_information
 from miprun.hidden.runner import iter_hidden_states
 from miprun.mi.codes import codes_from_edges_ref, compute_edges_ref, joint_counts_ref, mi_from_counts
-from miprun.scoring.score import LocalReducer, Reducer, default_max_run, score_blocks, score_states
+from miprun.scoring.distributed import LocalReducer, Reducer
+from miprun.scoring.onepass import score_states
+from miprun.scoring.options import ScoringOptions
+from miprun.scoring.score import score_blocks
 from miprun.scoring.scorers import global_subset
 
 CASES = [("hist", "pooled"), ("hist", "per_dim"), ("ksg", "pooled"), ("ksg", "per_dim"), ("ksg", "projection"),
@@ -219,9 +222,12 @@ def test_bad_stream_and_options_are_refused():
 
 
 def test_default_max_run():
-    assert default_max_run(None, 8) == 1
-    assert default_max_run(3, 8) == 3
-    assert default_max_run(20, 8) == 8
+    assert ScoringOptions().run_length(None, 8) == 1
+    assert ScoringOptions().run_length(3, 8) == 3
+    assert ScoringOptions().run_length(20, 8) == 8
+    assert ScoringOptions(max_run=2).run_length(5, 8) == 2
+    with pytest.raises(ValueError, match="max_run=9 but the model has 8 blocks"):
+        ScoringOptions(max_run=9).run_length(None, 8)
 
 
 def test_score_blocks_equals_score_states_on_the_model_states():

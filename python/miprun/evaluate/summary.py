@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from miprun.evaluate.perplexity import (PerplexityResult, Span, model_max_length, perplexity, read_text, tokenize_text, window_spans)
-from miprun.evaluate.speed import ParameterCount, SpeedResult, count_parameters, measure_speed, prefill_and_decode
+from miprun.evaluate.speed import SpeedResult, measure_speed, prefill_and_decode
+from miprun.models.parameters import ParameterCount, count_parameters
 
 __all__ = [
     "Span", "PerplexityResult", "ParameterCount", "SpeedResult",

@@ -180,6 +180,16 @@ def _block_keys(model: nn.Module, blocks: nn.ModuleList, prefix: str, checkpoint
     return out
 
 
+def _extra_block_tensors(checkpoint: Checkpoint, block_keys: list[dict[str, str]]) -> list[str]:
+    """Checkpoint tensors of blocks the model does not have (e.g. ``layers.5.*`` when the config says 5 blocks)."""
+    first = next((k for k in block_keys[0].values() if ".0." in k), None) if block_keys else None
+    if first is None:
+        return []
+    stem = first[: first.index(".0.") + 1]  # e.g. "model.layers."
+    used = {k for keys in block_keys for k in keys.values()}
+    return sorted(n for n in checkpoint.tensors if n.startswith(stem) and n not in used)
+
+
 def prepare_offload(model_dir, *, n_samples: int, seq_len: int, device=None, dtype=None, batch_size: int = 8,
                     window_bytes: int = 0, attn_implementation: str | None = None,
                     available_bytes: int | None = None, config=None,
@@ -244,6 +254,11 @@ def prepare_offload(model_dir, *, n_samples: int, seq_len: int, device=None, dty
         raise ValueError(
             f"checkpoint {model_dir} lacks {len(missing)} tensor(s) the model needs, e.g. {missing[:4]}; "
             "the download is incomplete or the checkpoint does not match its config.json")
+    extra = _extra_block_tensors(checkpoint, block_keys)
+    if extra:
+        raise ValueError(
+            f"checkpoint {model_dir} holds {len(extra)} block tensor(s) the model its config.json describes does not "
+            f"read, e.g. {extra[:4]}: config.json says {len(blocks)} blocks; fix config.json or re-download the model")
 
     estimate = estimate_offload(checkpoint, text_config(config), block_names=[list(k.values()) for k in block_keys],
                                 head_names=list(head_keys.values()), n_samples=n_samples, seq_len=seq_len,

@@ -7,8 +7,6 @@ tensors where they lie, with no copy to the host.
 
 from __future__ import annotations
 
-import torch
-
 from miprun.mi.backend import BACKENDS, resolve_backend
 from miprun.mi.scale import DISTANCE_ESTIMATORS, MI_ESTIMATORS, information_coefficient
 from miprun.mi._input import check_pair, check_same_columns

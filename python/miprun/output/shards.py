@@ -17,10 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from safetensors.torch import save_file
+from transformers import AutoConfig
 
-from miprun.models.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
 from miprun.hidden.memory import release_host_memory
+from miprun.models.blocks import block_prefix, text_config
+from miprun.models.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
+from miprun.output.guard import atomic_output_dir, check_output_dir
 from miprun.output.remote_code import carry_remote_code
+from miprun.output.save import write_report_and_plots
+from miprun.output.surgery import prune_config
 
 __all__ = ["write_pruned_checkpoint", "rename_map", "AUXILIARY_FILES"]
 
@@ -93,8 +98,9 @@ def _shard_name(i: int, n: int) -> str:
     return f"model-{i:05d}-of-{n:05d}.safetensors"
 
 
-def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *, report: dict | None = None,
-                            overwrite: bool = False, tokenizer_dir=None, plots: dict | None = None) -> Path:
+def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *, report=None,
+                            overwrite: bool = False, tokenizer_dir=None, plots: dict | None = None,
+                            protect=(), trust_remote_code: bool = False) -> Path:
     """Write ``model_dir`` without ``removed_blocks`` to ``out_dir``, one shard in memory at a time.
 
     The result loads with ``AutoModelForCausalLM.from_pretrained`` and holds the same
@@ -109,12 +115,16 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
         0-based indices of the blocks to remove.
     out_dir : path
         Output folder; created atomically (a temporary folder beside it, renamed when complete).
-    report : dict, optional
-        Written as ``report.json`` in the output.
+    report : dict or callable returning one, optional
+        Written as ``report.json`` in the output, last.
     overwrite : bool
         Replace an existing ``out_dir`` (otherwise it is refused).
     tokenizer_dir : path, optional
         Where the tokenizer files are (default ``model_dir``).
+    protect : sequence of paths
+        Other inputs (the calibration source) that ``out_dir`` may not overlap.
+    trust_remote_code : bool
+        Allow the checkpoint's own config code (as for loading it).
     plots : mapping of file name to callable or bytes, optional
         As in :func:`miprun.save.save_pruned`: each callable writes its file at the path it is given.
 
@@ -130,22 +140,15 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
     ValueError
         Bad block indices, unsupported architecture, ``out_dir`` refused (exists, or inside the input).
     """
-    from transformers import AutoConfig
-
-    from miprun.output.save import atomic_output_dir, check_output_dir, write_report_and_plots
-    from miprun.models.blocks import block_prefix
-    from miprun.output.surgery import prune_config
-
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir} has no config.json; expected a Hugging Face model folder")
     checkpoint = Checkpoint(model_dir)
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
-    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    kept = _kept_blocks(removed_blocks, int(text_config.num_hidden_layers))
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    kept = _kept_blocks(removed_blocks, int(text_config(config).num_hidden_layers))
     prefix = _checkpoint_prefix(checkpoint, block_prefix(config))
     renames = rename_map(list(checkpoint.tensors), prefix, kept)
-    check_output_dir(out_dir, overwrite=overwrite, source_dir=model_dir)
+    check_output_dir(out_dir, overwrite=overwrite, source_dir=model_dir, protect=protect)
     prune_config(config, kept)
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else model_dir
 
@@ -154,7 +157,7 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
     sharded = (model_dir / INDEX_NAME).exists()
     out_names = {f: (_shard_name(i + 1, len(files)) if sharded else SINGLE_NAME) for i, f in enumerate(files)}
 
-    with atomic_output_dir(out_dir, overwrite=overwrite, source_dir=model_dir) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite, source_dir=model_dir, protect=protect) as tmp:
         tmp = Path(tmp)
         weight_map: dict[str, str] = {}
         total = 0

@@ -17,14 +17,12 @@ import itertools
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["MI_VARIANTS", "MI_SELECTORS", "CompareRow", "CompareResult", "compare", "parse_variants",
-           "write_outputs", "compare_cli"]
+__all__ = ["MI_VARIANTS", "MI_SELECTORS", "CompareRow", "CompareResult", "compare", "parse_variants"]
 
 #: (estimator, reduction) pairs scored for the MI selectors.
 MI_VARIANTS = (("hist", "pooled"), ("hist", "per_dim"), ("ksg", "pooled"), ("ksg", "per_dim"),
@@ -272,115 +270,3 @@ def _oracle_row(total, num_remove, evaluate, say) -> CompareRow:
     say(f"{'oracle':<36} removes {best}  perplexity {best_ppl:.4f} ({n} subsets)")
     return CompareRow(method="oracle", selector="exhaustive_perplexity", estimator=None, reduction=None,
                       removed=best, perplexity=ppl, tasks=acc, select_s=time.perf_counter() - t0, evaluations=n)
-
-
-def to_markdown(result: CompareResult) -> str:
-    """The comparison as a Markdown table (one row per selector, the unpruned model first)."""
-    texts = list(result.baseline.perplexity)
-    task_names = list(result.baseline.tasks)
-    head = (["method", "removed"] + [f"ppl {Path(t).name}" for t in texts] + [f"acc {t}" for t in task_names]
-            + ["score s", "select s", "evaluations", "damage"])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in [result.baseline] + result.rows:
-        cells = [r.method, str(r.removed)] + [f"{r.perplexity[t]:.4f}" for t in texts]
-        cells += [f"{r.tasks.get(t, float('nan')):.4f}" for t in task_names]
-        cells += [f"{r.score_s:.2f}", f"{r.select_s:.4f}", str(r.evaluations),
-                  "" if r.objective is None else f"{r.objective:.4f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    s = result.settings
-    lines.append("")
-    lines.append(f"{s['num_blocks']} blocks, {s['num_remove']} removed; calibration {s['calibration_shape']} tokens; "
-                 f"perplexity seq_len {s['seq_len']}"
-                 + ("" if s["stride"] is None else f", stride {s['stride']}")
-                 + f"; oracle criterion: {Path(s['oracle_criterion']).name}. "
-                 "damage = sum over removed runs of 1 - normalised score, under the row's own table.")
-    return "\n".join(lines) + "\n"
-
-
-def plot(result: CompareResult, path: str | Path) -> Path:
-    """Bar chart of each row's perplexity on the first evaluation text (log scale), unpruned as a line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    text = next(iter(result.baseline.perplexity))
-    labels = [r.method for r in result.rows]
-    values = [r.perplexity[text] for r in result.rows]
-    colours = ["tab:blue" if r.selector == "fast_block_select" else
-               "tab:green" if r.selector in ("optimal", "greedy") else
-               "tab:red" if r.selector == "exhaustive_perplexity" else "tab:gray" for r in result.rows]
-    fig, ax = plt.subplots(figsize=(8, 0.28 * len(labels) + 1.5), dpi=90)
-    y = np.arange(len(labels))
-    ax.barh(y, values, color=colours)
-    ax.axvline(result.baseline.perplexity[text], color="black", linestyle="--", linewidth=1, label="unpruned")
-    ax.set_yticks(y, labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel(f"perplexity on {Path(text).name} (log scale)")
-    ax.set_title(f"{result.settings['num_remove']} of {result.settings['num_blocks']} blocks removed", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p)
-    plt.close(fig)
-    return p
-
-
-def write_outputs(result: CompareResult, out_dir: str | Path, *, extra: dict | None = None,
-                  overwrite: bool = False) -> dict[str, Path]:
-    """Write ``compare.md``, ``compare.json`` and ``compare.png`` into ``out_dir``.
-
-    Raises
-    ------
-    ValueError
-        When ``out_dir`` already holds a comparison and ``overwrite`` is False.
-    """
-    from miprun.cli.evaluate import write_json
-    out = Path(out_dir)
-    names = {"markdown": out / "compare.md", "json": out / "compare.json", "plot": out / "compare.png"}
-    existing = [str(p) for p in names.values() if p.exists()]
-    if existing and not overwrite:
-        raise ValueError(f"{out} already holds {', '.join(existing)}; pass --overwrite or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    names["markdown"].write_text(to_markdown(result), encoding="utf-8")
-    write_json(names["json"], {**result.to_dict(), **(extra or {})})
-    plot(result, names["plot"])
-    return names
-
-
-def compare_cli(args) -> int:
-    """``miprun compare`` from parsed arguments (see :func:`miprun.eval_cli.register`)."""
-    from miprun.calibration.windows import load_calibration
-    from miprun.cli.evaluate import load, versions
-    from miprun.evaluate.summary import default_seq_len, read_text, tokenize_text
-
-    variants = parse_variants(args.estimators)
-    texts = args.eval_text or [args.calib]
-    for t in texts:
-        if not Path(t).is_file():
-            raise ValueError(f"evaluation text {t} is not a file; pass --eval-text PATH")
-    out_dir = Path(args.out) if args.out else Path.cwd() / f"compare-{Path(str(args.model)).name}"
-    if (out_dir / "compare.json").exists() and not args.overwrite:
-        raise ValueError(f"{out_dir} already holds compare.json; pass --overwrite or choose another --out")
-    if args.tasks:
-        from miprun.evaluate.zeroshot import resolve_data_dir, resolve_task_names
-        if any(n.startswith("miprun_") for n in resolve_task_names(args.tasks)):
-            resolve_data_dir(args.data_dir)
-    model, tokenizer = load(args)
-    seq_len = args.seq_len or default_seq_len(model)
-    calib_len = args.calib_seq_len or seq_len
-    ids = load_calibration(args.calib, tokenizer, n_samples=args.n_samples, seq_len=calib_len, seed=args.seed)
-    eval_ids = {str(t): tokenize_text(read_text(t), tokenizer) for t in texts}
-    log = None if args.quiet else print
-    if not args.eval_text and log:
-        log(f"note: no --eval-text; perplexity is measured on the calibration file {args.calib} (not held out)")
-    result = compare(model, tokenizer, ids, args.num_blocks, eval_ids=eval_ids, seq_len=seq_len, stride=args.stride,
-                     ppl_batch_size=args.ppl_batch_size, variants=variants, tasks=args.tasks, limit=args.limit,
-                     data_dir=args.data_dir, task_batch_size=args.task_batch_size, oracle_limit=args.oracle_limit,
-                     seed=args.seed, max_samples=args.max_samples, batch_size=args.batch_size, log=log)
-    result.settings.update({"model": str(args.model), "calibration": str(args.calib),
-                            "held_out": bool(args.eval_text)})
-    paths = write_outputs(result, out_dir, extra={"versions": versions()}, overwrite=args.overwrite)
-    print(to_markdown(result))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0

@@ -152,7 +152,7 @@ def run_demo(out_dir=None, *, overwrite: bool = False, seed: int = 0, progress: 
     with tempfile.TemporaryDirectory(prefix="miprun-demo-text-") as work:
         calib = Path(work) / "stories.txt"
         calib.write_text(demo_text(seed), encoding="utf-8")
-        result = prune(model, calib, tokenizer=tokenizer, num_blocks=len(planted), selector="fast_block_select",
+        result = prune(model, calib, tokenizer=tokenizer, num_remove=len(planted), selector="fast_block_select",
                        out_dir=out, overwrite=overwrite, seed=seed, n_samples=32, seq_len=64, batch_size=8,
                        progress=progress)
     single = [float(v) for v in result.table.single_block()]

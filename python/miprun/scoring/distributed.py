@@ -16,9 +16,38 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from typing import Protocol, runtime_checkable
 
-__all__ = ["TorchDistributedReducer", "CalibrationShard", "DataParallel", "shard_calibration",
-           "score_blocks_data_parallel"]
+__all__ = ["Reducer", "LocalReducer", "TorchDistributedReducer", "CalibrationShard", "DataParallel",
+           "shard_calibration"]
+
+
+@runtime_checkable
+class Reducer(Protocol):
+    """Collective operations across data-parallel processes.
+
+    Every process calls each method with a tensor of the same dtype (and, for
+    ``all_reduce_sum``, the same shape) in the same order.
+    """
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Elementwise sum over processes; every process gets the result."""
+        ...
+
+    def all_gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate every process's tensor along dim 0, in rank order (row counts may differ)."""
+        ...
+
+
+class LocalReducer:
+    """The single-process reducer: sums and gathers over one process are the tensor itself."""
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def all_gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
 
 
 class TorchDistributedReducer:
@@ -167,8 +196,6 @@ class DataParallel:
         device : str or torch.device, optional
             Compute device; default ``cuda:<LOCAL_RANK>`` with CUDA, else CPU.
         """
-        from miprun.scoring.score import LocalReducer
-
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
             dev = torch.device(device) if device is not None else None
@@ -194,6 +221,14 @@ class DataParallel:
         """This process's contiguous share of ``input_ids`` (see :func:`shard_calibration`)."""
         return shard_calibration(input_ids, self.rank, self.world_size, skip_first=skip_first)
 
+    def scoring_share(self, input_ids: torch.Tensor, *, skip_first: int = 0) -> tuple[torch.Tensor, dict]:
+        """This process's token ids and the keyword arguments :func:`score_states` needs to combine the shares."""
+        if self.world_size <= 1:
+            return input_ids, {}
+        shard = self.shard(input_ids, skip_first=skip_first)
+        return shard.input_ids, {"reducer": self.reducer, "token_offset": shard.token_offset,
+                                 "total_tokens": shard.total_tokens}
+
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
@@ -203,40 +238,3 @@ class DataParallel:
         if self._owns_group and dist.is_initialized():
             dist.destroy_process_group()
             self._owns_group = False
-
-
-def score_blocks_data_parallel(model, calibration, *, data_parallel: DataParallel | None = None,
-                               n_samples: int = 128, seq_len: int = 2048, calibration_seed: int = 0,
-                               skip_first: int = 0, **kwargs):
-    """:func:`miprun.score.score_blocks` with the calibration samples shared across processes.
-
-    Every process resolves the same calibration (same source, tokenizer and seed), keeps its
-    contiguous shard, and scores it with the collectives of ``data_parallel``; all of them
-    return the single-process table.
-
-    Parameters
-    ----------
-    model, calibration, n_samples, seq_len, calibration_seed, skip_first
-        As :func:`miprun.score.score_blocks`.
-    data_parallel : DataParallel, optional
-        Default :meth:`DataParallel.from_env`.
-    **kwargs
-        Passed to :func:`miprun.score.score_blocks` (``device`` defaults to this process's).
-
-    Returns
-    -------
-    ScoreTable
-        Its settings record ``world_size`` and the FULL calibration's description.
-    """
-    from miprun.scoring.score import resolve_calibration, score_blocks
-
-    dp = data_parallel if data_parallel is not None else DataParallel.from_env(device=kwargs.get("device"))
-    ids, desc = resolve_calibration(calibration, n_samples=n_samples, seq_len=seq_len, seed=calibration_seed)
-    shard = dp.shard(ids, skip_first=skip_first)
-    if dp.device is not None:
-        kwargs.setdefault("device", dp.device)
-    table = score_blocks(model, shard.input_ids, skip_first=skip_first, reducer=dp.reducer,
-                         token_offset=shard.token_offset, total_tokens=shard.total_tokens, **kwargs)
-    table.settings["calibration"] = desc
-    table.settings["world_size"] = dp.world_size
-    return table

@@ -1,0 +1,95 @@
+"""``miprun prune``: score, select, remove, save; or re-run the plan a report records (``--from-report``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+from miprun.util.devices import resolve_device
+from miprun.cli.common import (add_calibration_options, add_model_options, add_scoring_options, count,
+                               execution_settings, fraction, join_data_parallel, quiet_libraries)
+from miprun.cli.output import print_plan, print_single_block
+from miprun.models.loading import load_tokenizer
+from miprun.pipeline.options import PruneOptions, ReportedRun
+from miprun.pipeline.prune import prune
+from miprun.selection.select import SELECTORS
+
+__all__ = ["register", "run"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prune", help="remove the most redundant blocks and save the pruned model",
+                       description="Score, select, remove blocks and save the pruned checkpoint with report.json. "
+                                   "With --from-report, re-run the plan an earlier report.json records (its "
+                                   "model, calibration and options; --out, --overwrite, --device, --quiet and "
+                                   "--no-plots from the command line).")
+    add_model_options(p)
+    add_calibration_options(p, required=False)
+    add_scoring_options(p)
+    how_many = p.add_mutually_exclusive_group()
+    how_many.add_argument("--num-remove", "--num-blocks", dest="num_remove", type=count, default=None,
+                          help="number of blocks to remove (--num-blocks is the older name)")
+    how_many.add_argument("--ratio", type=fraction, default=None, help="fraction of the blocks to remove")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder for the pruned model")
+    p.add_argument("--selector", default="fast_block_select", choices=SELECTORS,
+                   help="how blocks are chosen (default fast_block_select, the paper's)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier miprun output (or an empty folder) at --out")
+    p.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
+    p.add_argument("--from-report", default=None, metavar="REPORT.json",
+                   help="re-run the plan an earlier report.json records (MODEL may be '-' to take it from there)")
+    p.set_defaults(func=run)
+
+
+def _options(args) -> tuple[str, str, PruneOptions]:
+    """MODEL, the calibration source and the options: from the command line or from a report."""
+    if args.from_report is None:
+        if args.calib is None:
+            raise ValueError("--calib is required (or --from-report REPORT.json)")
+        if args.num_remove is None and args.ratio is None:
+            raise ValueError("give --num-remove N or --ratio F (how many blocks to remove)")
+        options = PruneOptions.from_flat(
+            num_remove=args.num_remove, ratio=args.ratio, selector=args.selector, estimator=args.estimator,
+            reduction=args.reduction, max_run=args.max_run, bins=args.bins, binning=args.binning, k=args.k,
+            max_samples=args.max_samples, skip_first=args.skip_first, seed=args.seed, n_samples=args.n_samples,
+            seq_len=args.seq_len, out_dir=args.out, overwrite=args.overwrite, plots=not args.no_plots,
+            **execution_settings(args))
+        return args.model, args.calib, options
+    run = ReportedRun.read(args.from_report)
+    model = run.model if args.model == "-" else args.model
+    execution = run.options.execution.replace(device=args.device) if args.device else run.options.execution
+    output = run.options.output.replace(out_dir=args.out, overwrite=args.overwrite, plots=not args.no_plots)
+    options = dataclasses.replace(run.options, execution=execution, output=output)
+    return model, args.calib or run.calibration, options
+
+
+def run(args) -> int:
+    quiet_libraries(args.quiet)
+    model, calib, options = _options(args)
+    tokenizer = None
+    if args.tokenizer is not None:
+        tokenizer = load_tokenizer(args.tokenizer, trust_remote_code=options.execution.trust_remote_code)
+    dp = join_data_parallel(options.execution.device)
+    device = str(dp.device) if dp is not None else str(resolve_device(options.execution.device))
+    if options.execution.device_map is not None:
+        device = None  # the map places every module itself
+    options = dataclasses.replace(options, execution=options.execution.replace(device=device))
+    result = prune(model, calib, options, tokenizer=tokenizer, data_parallel=dp, progress=not args.quiet)
+    if dp is not None and not dp.is_main:
+        return 0  # the main process prints and writes
+    if args.from_report is not None:
+        _check_reproduced(args.from_report, result)
+    print_single_block(result.table)
+    print_plan(result)
+    return 0
+
+
+def _check_reproduced(report_path, result) -> None:
+    """Say when the re-run read other calibration tokens than the report's (the text file changed)."""
+    recorded = ReportedRun.read(report_path).calibration_sha256
+    got = result.report["settings"]["calibration"].get("sha256")
+    if recorded and got != recorded:
+        warnings.warn(f"the calibration tokens differ from those {report_path} records (sha256 {got[:12]} vs "
+                      f"{recorded[:12]}): the text or the tokenizer changed, so the plan may differ", RuntimeWarning)
+
+

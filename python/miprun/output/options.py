@@ -1,0 +1,38 @@
+"""Where the pruned checkpoint goes and what is written beside it, validated once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from miprun.util.options import Options
+
+__all__ = ["OutputOptions"]
+
+
+@dataclass(frozen=True)
+class OutputOptions(Options):
+    """The output.
+
+    Attributes
+    ----------
+    out_dir : str or None
+        Folder of the pruned checkpoint; None: nothing is written.
+    overwrite : bool
+        Replace an earlier miprun output (or an empty folder) at ``out_dir``.
+    plots : bool
+        Write the score-table and single-block plots beside the report.
+    """
+
+    out_dir: str | None = None
+    overwrite: bool = False
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        if self.out_dir is not None:
+            if not isinstance(self.out_dir, (str, os.PathLike)) or not os.fspath(self.out_dir):
+                raise ValueError(f"out_dir must be a folder path, got {self.out_dir!r}")
+            object.__setattr__(self, "out_dir", os.fspath(self.out_dir))
+        for name in ("overwrite", "plots"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")

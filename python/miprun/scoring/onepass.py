@@ -1,0 +1,155 @@
+"""The score table in one pass over the hidden states.
+
+As each hidden state ``h_b`` appears, every run ending at ``b`` (``MI(h_a, h_b)`` for
+``b - max_run <= a < b``) is scored against a window of the last ``max_run`` states, kept
+on the states' device in compact form (:mod:`miprun.scoring.scorers`). One pass over the
+blocks gives the whole table, and no hidden state goes to the host.
+
+Data-parallel calibration: K processes holding contiguous shards of the calibration
+samples pass a ``reducer`` (see :class:`miprun.scoring.distributed.Reducer`) and their
+shard's ``token_offset``; edge rows and KSG subsamples are chosen by GLOBAL token index and
+gathered, histogram counts and other sums are all-reduced, so each process gets the
+single-process table (exactly for ``hist`` and ``ksg``; up to float summation order for
+``gaussian``, ``cosine`` and ``angular``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from miprun.mi.binning import resolve_bins
+from miprun.mi.scale import DISTANCE_ESTIMATORS
+from miprun.scoring.distributed import LocalReducer, Reducer
+from miprun.scoring.options import ScoringOptions
+from miprun.scoring.scorers import make_scorer
+from miprun.scoring.table import ScoreTable
+from miprun.util.options import check_int
+from miprun.util.progress import progress_bar
+
+__all__ = ["score_states"]
+
+
+def _token_rows(h: torch.Tensor, skip_first: int) -> torch.Tensor:
+    """``h: (n_samples, seq_len, d)`` -> the scored token rows ``(n_samples * (seq_len - skip_first), d)``."""
+    if h.ndim == 2:
+        if skip_first:
+            raise ValueError("skip_first needs states of shape (n_samples, seq_len, d), got a 2-D state")
+        return h
+    if h.ndim != 3:
+        raise ValueError(f"hidden states must have shape (n_samples, seq_len, d), got {tuple(h.shape)}")
+    if skip_first >= h.shape[1]:
+        raise ValueError(f"skip_first={skip_first} leaves no tokens of a sequence of {h.shape[1]}; "
+                         f"use skip_first < seq_len")
+    return h[:, skip_first:, :].reshape(-1, h.shape[2])  # (n_samples * (seq_len - skip_first), d)
+
+
+def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, options: ScoringOptions | None = None,
+                 *, progress: bool = True, reducer: Reducer | None = None, token_offset: int = 0,
+                 total_tokens: int | None = None, **scoring) -> ScoreTable:
+    """Score every run of up to ``options.max_run`` blocks while the hidden states stream past.
+
+    Parameters
+    ----------
+    states : iterable of (int, Tensor)
+        ``(b, h_b)`` for ``b = 0..num_blocks`` in order (as
+        :func:`miprun.hidden.runner.iter_hidden_states` yields them);
+        ``h_b: (n_samples, seq_len, d)`` on any device, any float dtype.
+    num_blocks : int
+        ``T``, the number of blocks.
+    options : ScoringOptions, optional
+        The estimator and its settings; ``max_run`` must be set (``1..num_blocks``: the
+        window holds this many states). Instead of ``options``, its fields may be given as
+        keyword arguments (``estimator="ksg", max_run=3, ...``).
+    progress : bool
+        A tqdm bar over states (only when stderr is a terminal).
+    reducer : Reducer, optional
+        Data-parallel collectives; default :class:`LocalReducer` (one process).
+    token_offset : int
+        Global index of this process's first scored token row. Token rows are counted
+        after ``skip_first``: sample ``i``'s position ``p`` is row
+        ``i * (seq_len - skip_first) + p - skip_first``, samples in rank order.
+    total_tokens : int, optional
+        Scored token rows of all processes; checked against the all-reduced count.
+
+    Returns
+    -------
+    ScoreTable
+        ``values[a, L-1] = score(h_a, h_{a+L})`` for ``L <= max_run``; NaN past the last
+        block. ``settings`` records every option, the resolved bin count and token counts.
+
+    Notes
+    -----
+    With ``edge_tokens`` at least the token count, each entry equals
+    ``mutual_information(h_a_rows, h_b_rows, ...)`` on the scored token rows (up to float
+    summation order for ``gaussian``, ``cosine`` and ``angular``). The window holds uint8
+    codes for ``hist``, subsamples for ``ksg``, and the states themselves (plus float64
+    row or column statistics) for ``gaussian``, ``cosine`` and ``angular``.
+    """
+    if options is None:
+        options = ScoringOptions(**scoring)
+    elif scoring:
+        options = options.replace(**scoring)
+    check_int("num_blocks", num_blocks, low=1)
+    if options.max_run is None or options.max_run > num_blocks:
+        raise ValueError(f"max_run must be an int in 1..{num_blocks} (the number of blocks), got {options.max_run!r}")
+    check_int("token_offset", token_offset, low=0)
+    reducer = reducer if reducer is not None else LocalReducer()
+    values = np.full((num_blocks, options.max_run), np.nan)
+    scorer, shape, info = None, None, {}
+    bar = progress_bar(num_blocks + 1, progress, desc="scoring", unit="state")
+    window: dict[int, object] = {}
+    expected = 0
+    try:
+        for b, h in states:
+            if b != expected or b > num_blocks:
+                raise ValueError(f"states must come as b = 0..{num_blocks} in order; got b={b} after {expected - 1}")
+            x = _token_rows(h, options.skip_first)
+            if scorer is None:
+                shape = tuple(h.shape)
+                scorer, info = _setup(x, options, reducer, token_offset, total_tokens)
+            elif tuple(h.shape) != shape:
+                raise ValueError(f"state {b} has shape {tuple(h.shape)}, state 0 had {shape}")
+            entry = scorer.encode(x)
+            for a in range(max(0, b - options.max_run), b):
+                part = scorer.pair(window[a], entry)
+                if scorer.reduces:
+                    part = reducer.all_reduce_sum(part)
+                values[a, b - a - 1] = scorer.finish(part, window[a], entry)
+            window[b] = entry
+            window.pop(b - options.max_run, None)  # runs ending later start at b - max_run + 1 or after
+            del x, h, entry
+            expected += 1
+            bar.update(1)
+    finally:
+        bar.close()
+        window.clear()
+    if expected != num_blocks + 1:
+        raise ValueError(f"expected {num_blocks + 1} states (h_0..h_{num_blocks}), got {expected}")
+    settings = {**options.to_dict(), "num_blocks": num_blocks, "state_shape": list(shape), **info}
+    if options.estimator in DISTANCE_ESTIMATORS:
+        settings["reduction"] = None
+    return ScoreTable(values=values, estimator=options.estimator, settings=settings)
+
+
+def _setup(x: torch.Tensor, options: ScoringOptions, reducer, token_offset: int, total_tokens: int | None):
+    """Global token count, resolved bins and the scorer, from the first state's rows ``x: (n, d)``."""
+    n_local, d = x.shape
+    counted = int(reducer.all_reduce_sum(torch.tensor([n_local], dtype=torch.int64, device=x.device))[0])
+    if total_tokens is not None and int(total_tokens) != counted:
+        raise ValueError(f"total_tokens={total_tokens} but the processes hold {counted} scored token rows together")
+    if token_offset + n_local > counted:
+        raise ValueError(f"token_offset={token_offset} plus this process's {n_local} token rows exceeds the "
+                         f"{counted} token rows of all processes")
+    o = options
+    nb = resolve_bins(o.bins, counted * (d if o.reduction == "pooled" else 1)) if o.estimator == "hist" else None
+    scorer = make_scorer(o.estimator, reduction=o.reduction, n_local=n_local, d=d, total=counted,
+                         token_offset=token_offset, device=x.device, bins=nb, binning=o.binning, k=o.k,
+                         bias_correction=o.bias_correction, max_samples=o.max_samples, seed=o.seed,
+                         edge_tokens=o.edge_tokens, projection_dim=o.projection_dim, reducer=reducer,
+                         backend=o.backend)
+    info = {"tokens": counted, "tokens_this_process": n_local, "hidden_size": d,
+            "edge_rows": min(counted, o.edge_tokens) if o.estimator == "hist" else None, "bins_resolved": nb}
+    return scorer, info

@@ -1,0 +1,93 @@
+"""How many blocks go and how they are chosen: the selector and its settings, validated once."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from miprun.selection.select import SCALES, SELECTORS
+from miprun.util.options import Options, check_choice, check_int
+
+__all__ = ["SelectionOptions", "BASELINE_ESTIMATORS", "SINGLE_BLOCK_SELECTORS"]
+
+#: Baseline selectors read a table of their own distance, not MI.
+BASELINE_ESTIMATORS = {"shortgpt": "cosine", "gromov": "angular"}
+#: Selectors that only read single-block scores: max_run 1 is all they need.
+SINGLE_BLOCK_SELECTORS = ("greedy", "shortgpt")
+
+
+@dataclass(frozen=True)
+class SelectionOptions(Options):
+    """The plan's settings.
+
+    Attributes
+    ----------
+    num_remove, ratio
+        How many blocks to remove: exactly one of a count ``1 <= num_remove < num_blocks``
+        or a fraction of the depth in (0, 1), rounded.
+    selector : str
+        One of :data:`miprun.selection.select.SELECTORS`.
+    scale, log_base, allow_touching, max_iterations, max_subsets
+        As :func:`miprun.select`.
+    """
+
+    num_remove: int | None = None
+    ratio: float | None = None
+    selector: str = "fast_block_select"
+    scale: str = "raw"
+    log_base: float = math.e
+    allow_touching: bool = True
+    max_iterations: int = 100
+    max_subsets: int = 50_000_000
+
+    def __post_init__(self) -> None:
+        if (self.num_remove is None) == (self.ratio is None):
+            raise ValueError("give exactly one of num_remove (--num-remove) and ratio (--ratio)")
+        check_int("num_remove", self.num_remove, allow_none=True)
+        if self.num_remove is not None and self.num_remove < 1:
+            raise ValueError(f"num_remove={self.num_remove} removes no block; remove at least 1 (and fewer than "
+                             f"the model has)")
+        if self.ratio is not None and (isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float))
+                                       or not 0 < self.ratio < 1):
+            raise ValueError(f"ratio must be a fraction in (0, 1), got {self.ratio!r}")
+        check_choice("selector", self.selector, SELECTORS)
+        check_choice("scale", self.scale, SCALES)
+        if isinstance(self.log_base, bool) or not isinstance(self.log_base, (int, float)) or not self.log_base > 1:
+            raise ValueError(f"log_base must be a number > 1, got {self.log_base!r}")
+        if not isinstance(self.allow_touching, bool):
+            raise ValueError(f"allow_touching must be True or False, got {self.allow_touching!r}")
+        check_int("max_iterations", self.max_iterations, low=1)
+        check_int("max_subsets", self.max_subsets, low=1)
+
+    def count(self, num_blocks: int) -> int:
+        """The number of blocks to remove from a model of ``num_blocks`` blocks."""
+        if self.ratio is not None:
+            n = int(round(self.ratio * num_blocks))
+            if not 1 <= n < num_blocks:
+                raise ValueError(f"ratio={self.ratio} of the model's {num_blocks} blocks rounds to {n} blocks; "
+                                 f"choose a ratio that removes between 1 and {num_blocks - 1}")
+            return n
+        if not self.num_remove < num_blocks:
+            raise ValueError(f"num_remove={self.num_remove} but the model has {num_blocks} blocks; "
+                             f"remove between 1 and {num_blocks - 1}")
+        return self.num_remove
+
+    def estimator_for(self, estimator: str | None) -> str:
+        """The estimator this selector reads: ``shortgpt`` -> cosine, ``gromov`` -> angular, else ``hist`` by default."""
+        need = BASELINE_ESTIMATORS.get(self.selector)
+        if need is None:
+            if estimator in BASELINE_ESTIMATORS.values():
+                raise ValueError(f"selector {self.selector!r} reads mutual information; estimator={estimator!r} is a "
+                                 f"distance used by the baselines (shortgpt: cosine, gromov: angular); use hist, ksg "
+                                 f"or gaussian")
+            return estimator or "hist"
+        if estimator is not None and estimator != need:
+            raise ValueError(f"selector {self.selector!r} reads {need!r} scores (its paper's measure); got estimator="
+                             f"{estimator!r}. Leave the estimator out, or set it to {need!r}")
+        return need
+
+    def select_kwargs(self) -> dict:
+        """Keyword arguments of :func:`miprun.select` (everything but the count)."""
+        return {"selector": self.selector, "scale": self.scale, "log_base": self.log_base,
+                "allow_touching": self.allow_touching, "max_iterations": self.max_iterations,
+                "max_subsets": self.max_subsets}
