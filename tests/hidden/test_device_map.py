@@ -8,7 +8,7 @@ import torch
 from miprun.hidden.device_map import DeviceMapSource, execution_device
 from miprun.hidden.runner import iter_hidden_states
 from miprun.hidden.sources import open_source
-from scale_tiny import calibration_ids, save_sharded, tiny_model
+from tiny_models import calibration_ids, save_sharded, tiny_model
 
 # Blocks 1 and 3 live on disk and are paged in by accelerate's hooks for their turn; the rest on the CPU.
 SPLIT_MAP = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
@@ -18,7 +18,7 @@ SPLIT_MAP = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.laye
 
 @pytest.mark.parametrize("device_map", ["auto", "sequential", SPLIT_MAP], ids=["auto", "sequential", "cpu+disk"])
 def test_device_map_states_equal_in_memory(tmp_path, device_map):
-    model = tiny_model("llama")
+    model = tiny_model("llama", preset="stream")
     folder = save_sharded(model, tmp_path / "m")
     ids = calibration_ids(5, 12, seed=5)
     ref = list(iter_hidden_states(model, ids, batch_size=2, progress=False))
@@ -36,7 +36,7 @@ def test_device_map_states_equal_in_memory(tmp_path, device_map):
 
 
 def test_disk_blocks_without_an_offload_folder_use_a_temporary_one(tmp_path):
-    model = tiny_model("llama")
+    model = tiny_model("llama", preset="stream")
     folder = save_sharded(model, tmp_path / "m")
     ids = calibration_ids(3, 8, seed=6)
     ref = list(iter_hidden_states(model, ids, batch_size=2, progress=False))

@@ -11,11 +11,11 @@ from miprun.hidden.memory import OffloadEstimate, PreflightError, check_fits, sh
 from miprun.hidden.runner import iter_hidden_states
 from miprun.hidden.stream import prepare_offload, resolve_offload
 from miprun.models.checkpoint import Checkpoint, read_header
-from scale_tiny import calibration_ids, save_sharded, tiny_model
+from tiny_models import calibration_ids, save_sharded, tiny_model
 
 
 def test_header_sizes_match_the_tensors(tmp_path):
-    model = tiny_model("llama", dtype=torch.bfloat16)
+    model = tiny_model("llama", preset="stream", dtype=torch.bfloat16)
     folder = save_sharded(model, tmp_path / "m")
     ckpt = Checkpoint(folder)
     state = model.state_dict()
@@ -32,7 +32,7 @@ def test_header_sizes_match_the_tensors(tmp_path):
 
 
 def test_truncated_shard_is_refused(tmp_path):
-    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "m")
     shard = sorted(folder.glob("model-*.safetensors"))[0]
     shard.write_bytes(shard.read_bytes()[:12])
     with pytest.raises(ValueError, match="truncated"):
@@ -55,7 +55,7 @@ def real_bytes(module) -> int:
 def test_estimate_equals_the_tensors_a_streaming_run_holds(tmp_path):
     # Measured, not recomputed: the bytes of the head and block tensors that are real while
     # the run is at that point, and of the states it yields.
-    model = tiny_model("llama", num_blocks=4)
+    model = tiny_model("llama", preset="stream", num_blocks=4)
     folder = save_sharded(model, tmp_path / "m")
     source = prepare_offload(folder, n_samples=6, seq_len=10, batch_size=4, dtype=torch.float32, device="cpu",
                              window_bytes=12345)
@@ -81,7 +81,7 @@ def test_estimate_equals_the_tensors_a_streaming_run_holds(tmp_path):
 
 def test_estimate_of_a_tiny_llama_by_hand(tmp_path):
     # hidden 32, 2 heads of 16, 1 kv head, intermediate 48, vocab 96; float32, 6 x 10 tokens, batches of 4
-    folder = save_sharded(tiny_model("llama", num_blocks=4), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=4), tmp_path / "m")
     est = prepare_offload(folder, n_samples=6, seq_len=10, batch_size=4, dtype=torch.float32, device="cpu",
                           window_bytes=1000).estimate
     q_o, k_v, mlp, norms = 2 * 32 * 32, 2 * 32 * 16, 3 * 32 * 48, 2 * 32
@@ -94,7 +94,7 @@ def test_estimate_of_a_tiny_llama_by_hand(tmp_path):
     # running a block (weights, input and output state, one batch, the window) is the larger peak
     assert est.peak_bytes == 30976 + 2 * 7680 + 46720 + 1000 == 94056
     # the same width twice as deep plans the same peak
-    deeper = save_sharded(tiny_model("llama", num_blocks=8), tmp_path / "deep")
+    deeper = save_sharded(tiny_model("llama", preset="stream", num_blocks=8), tmp_path / "deep")
     assert prepare_offload(deeper, n_samples=6, seq_len=10, batch_size=4, dtype=torch.float32, device="cpu",
                            window_bytes=1000).estimate.peak_bytes == 94056
 
@@ -107,7 +107,7 @@ def test_check_fits_uses_the_usable_fraction():
 
 
 def test_should_offload_compares_the_weights_with_free_memory(tmp_path):
-    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "m")
     ckpt = Checkpoint(folder)
     weights = ckpt.total_bytes()
     assert should_offload(ckpt, torch.device("cpu"), available=weights) is True
@@ -118,7 +118,7 @@ def test_should_offload_compares_the_weights_with_free_memory(tmp_path):
 
 
 def test_resolve_offload_auto(tmp_path):
-    model = tiny_model("llama")
+    model = tiny_model("llama", preset="stream")
     folder = save_sharded(model, tmp_path / "m")
     weights = Checkpoint(folder).total_bytes()
     assert resolve_offload(True, model) is True and resolve_offload(False, folder) is False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pipeline_models import FAMILY_CONFIGS, VOCAB, final_norm, tiny_model
+from tiny_models import HF_INIT_FAMILIES, final_norm, tiny_model
 
 from miprun.hidden.in_memory import InMemorySource
 from miprun.hidden.runner import iter_hidden_states
@@ -23,12 +23,12 @@ def _reference_states(model, ids):
     return list(out.hidden_states[:T]) + [captured["h"]]
 
 
-@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
+@pytest.mark.parametrize("family", sorted(HF_INIT_FAMILIES))
 def test_states_equal_hf_forward(family):
-    model = tiny_model(family)
+    model = tiny_model(family, preset="hf_init")
     g = torch.Generator().manual_seed(1)
     # seq 24 > sliding window 8: families with sliding layers get per-layer masks that must be kept apart
-    ids = torch.randint(3, VOCAB, (5, 24), generator=g)
+    ids = torch.randint(3, model.config.vocab_size, (5, 24), generator=g)
     ref = _reference_states(model, ids)
     got = list(iter_hidden_states(model, ids, batch_size=2, progress=False))  # 5 = 2 + 2 + 1: a short last batch
     assert [b for b, _ in got] == list(range(len(ref)))
@@ -40,8 +40,8 @@ def test_states_equal_hf_forward(family):
 
 
 def test_states_do_not_depend_on_batch_size():
-    model = tiny_model("llama")
-    ids = torch.randint(3, VOCAB, (6, 16), generator=torch.Generator().manual_seed(2))
+    model = tiny_model("llama", preset="hf_init")
+    ids = torch.randint(3, model.config.vocab_size, (6, 16), generator=torch.Generator().manual_seed(2))
     one = [h for _, h in iter_hidden_states(model, ids, batch_size=6, progress=False)]
     few = [h for _, h in iter_hidden_states(model, ids, batch_size=4, progress=False)]
     for a, b in zip(one, few):
@@ -49,9 +49,9 @@ def test_states_do_not_depend_on_batch_size():
 
 
 def test_each_state_is_a_fresh_tensor_and_model_is_restored():
-    model = tiny_model("gpt2")
+    model = tiny_model("gpt2", preset="hf_init")
     model.train()  # dropout must be off while scoring, and the mode restored afterwards
-    ids = torch.randint(3, VOCAB, (3, 12), generator=torch.Generator().manual_seed(3))
+    ids = torch.randint(3, model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(3))
     states = [h for _, h in iter_hidden_states(model, ids, batch_size=2, progress=False)]
     assert model.training
     assert len({h.data_ptr() for h in states}) == len(states)
@@ -74,8 +74,8 @@ class _TupleBlock(torch.nn.Module):
 
 
 def test_tuple_returning_blocks_take_element_zero():
-    model = tiny_model("llama")
-    ids = torch.randint(3, VOCAB, (2, 10), generator=torch.Generator().manual_seed(4))
+    model = tiny_model("llama", preset="hf_init")
+    ids = torch.randint(3, model.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(4))
     ref = _reference_states(model, ids)
     model.model.layers = torch.nn.ModuleList(_TupleBlock(b) for b in model.model.layers)
     got = [h for _, h in iter_hidden_states(model, ids, progress=False)]
@@ -87,16 +87,16 @@ def test_tuple_returning_blocks_take_element_zero():
                                  torch.zeros(0, 4, dtype=torch.long)])
 def test_bad_input_ids_are_refused(bad):
     with pytest.raises(ValueError, match="input_ids"):
-        next(iter_hidden_states(tiny_model("llama"), bad, progress=False))
+        next(iter_hidden_states(tiny_model("llama", preset="hf_init"), bad, progress=False))
 
 
 def test_bad_batch_size_is_refused():
     with pytest.raises(ValueError, match="batch_size"):
-        next(iter_hidden_states(tiny_model("llama"), torch.ones(2, 4, dtype=torch.long), batch_size=0))
+        next(iter_hidden_states(tiny_model("llama", preset="hf_init"), torch.ones(2, 4, dtype=torch.long), batch_size=0))
 
 
 def test_stopping_early_restores_the_model():
-    model = tiny_model("llama")
+    model = tiny_model("llama", preset="hf_init")
     model.train()
     states = iter_hidden_states(model, torch.ones(2, 4, dtype=torch.long), progress=False)
     next(states)
@@ -107,7 +107,7 @@ def test_stopping_early_restores_the_model():
 
 
 def test_device_and_blocks_belong_to_a_loaded_model():
-    model = tiny_model("llama")
+    model = tiny_model("llama", preset="hf_init")
     source = InMemorySource(model)
     ids = torch.ones(2, 4, dtype=torch.long)
     with pytest.raises(ValueError, match="loaded model only"):

@@ -14,7 +14,7 @@ from miprun.hidden.in_memory import InMemorySource
 from miprun.hidden.runner import iter_hidden_states
 from miprun.hidden.sources import BlockSource, open_source, parse_max_memory
 from miprun.hidden.stream import StreamedSource
-from scale_tiny import MODEL_TYPES, calibration_ids, save_sharded, tiny_model
+from tiny_models import STREAM_FAMILIES, calibration_ids, save_sharded, tiny_model
 
 SHAPE = dict(n_samples=5, seq_len=12, batch_size=2)
 
@@ -23,10 +23,10 @@ def states(source, ids):
     return list(iter_hidden_states(source, ids, batch_size=2, progress=False))
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", STREAM_FAMILIES)
 def test_three_sources_give_identical_states(tmp_path, model_type):
     # Saved to disk and opened by open_source three ways; the loaded model itself as a fourth reference.
-    model = tiny_model(model_type)
+    model = tiny_model(model_type, preset="stream")
     folder = save_sharded(model, tmp_path / "m")
     ids = calibration_ids(5, 12, seed=7)
     opened = {
@@ -49,7 +49,7 @@ def test_three_sources_give_identical_states(tmp_path, model_type):
 
 
 def test_a_loaded_model_is_used_as_it_is(tmp_path):
-    model = tiny_model("llama")
+    model = tiny_model("llama", preset="stream")
     source = open_source(model, offload="auto")
     assert isinstance(source, InMemorySource) and source.model is model
     ids = calibration_ids(3, 8)
@@ -58,7 +58,7 @@ def test_a_loaded_model_is_used_as_it_is(tmp_path):
 
 
 def test_offload_auto_streams_only_what_does_not_fit(tmp_path, monkeypatch):
-    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "m")
     assert isinstance(open_source(folder, offload="auto", device="cpu", **SHAPE), InMemorySource)
     # the weights take ~180 kB, streaming one block ~75 kB
     monkeypatch.setattr("miprun.hidden.memory.available_bytes", lambda device: 120_000)
@@ -67,7 +67,7 @@ def test_offload_auto_streams_only_what_does_not_fit(tmp_path, monkeypatch):
 
 
 def test_the_config_is_read_once_and_trust_remote_code_passed_on(tmp_path, monkeypatch):
-    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "m")
     calls = []
     real = sources.load_config
 
@@ -94,8 +94,8 @@ class _Terminal(io.StringIO):
 
 @pytest.mark.parametrize("terminal", [False, True], ids=["not a tty", "tty"])
 def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, terminal):
-    folder = save_sharded(tiny_model("gpt2"), tmp_path / "m")
-    by_label = {"blocks": tiny_model("gpt2"),
+    folder = save_sharded(tiny_model("gpt2", preset="stream"), tmp_path / "m")
+    by_label = {"blocks": tiny_model("gpt2", preset="stream"),
                 "blocks (streamed)": open_source(folder, offload=True, device="cpu", **SHAPE),
                 "blocks (device map)": open_source(folder, device_map={"": "cpu"}, **SHAPE)}
     for label, source in by_label.items():
@@ -109,7 +109,7 @@ def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, terminal):
 # ----------------------------------------------------------------------------- errors
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return save_sharded(tiny_model("llama"), tmp_path_factory.mktemp("m") / "m")
+    return save_sharded(tiny_model("llama", preset="stream"), tmp_path_factory.mktemp("m") / "m")
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -130,7 +130,7 @@ def test_contradictory_options_are_refused(folder, kwargs, message):
 @pytest.mark.parametrize("kwargs", [dict(offload=True), dict(device_map="auto")], ids=["offload", "device_map"])
 def test_offload_and_device_map_need_a_local_folder(kwargs):
     with pytest.raises(ValueError, match="not a loaded model"):
-        open_source(tiny_model("llama"), **kwargs)
+        open_source(tiny_model("llama", preset="stream"), **kwargs)
     with pytest.raises(ValueError, match="needs a local checkpoint folder.*download it first"):
         open_source("someone/some-model", **kwargs)
 

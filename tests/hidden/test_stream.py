@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -12,9 +13,9 @@ from miprun.hidden import runner
 from miprun.hidden.memory import PreflightError
 from miprun.hidden.runner import iter_hidden_states
 from miprun.hidden.sources import open_source
-from miprun.hidden.stream import StreamedSource, iter_hidden_states_offload, prepare_offload
+from miprun.hidden.stream import StreamedSource, prepare_offload
 from miprun.models.checkpoint import Checkpoint
-from scale_tiny import MODEL_TYPES, calibration_ids, save_sharded, tiny_model
+from tiny_models import STREAM_FAMILIES, calibration_ids, save_sharded, tiny_model
 from support import STORIES, requires_stories
 
 
@@ -27,11 +28,11 @@ def streamed(folder, ids, *, batch_size=2, **kw):
     return list(iter_hidden_states(source, ids, batch_size=batch_size, progress=False))
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", STREAM_FAMILIES)
 def test_offload_states_equal_in_memory(tmp_path, model_type):
     # Sharded into many small files so that blocks straddle shards; 5 samples in batches of 2
     # leave a short last batch. Same weights, same ops in the same order: exact equality.
-    model = tiny_model(model_type)
+    model = tiny_model(model_type, preset="stream")
     folder = save_sharded(model, tmp_path / "m")
     assert len(list(folder.glob("*.safetensors"))) > 3
     ids = calibration_ids(5, 12)
@@ -48,7 +49,7 @@ def test_offload_bf16_checkpoint_in_its_dtype_and_upcast(tmp_path):
     # read, as from_pretrained(dtype=float32) does at load. Both exact.
     from transformers import AutoModelForCausalLM
 
-    folder = save_sharded(tiny_model("llama", dtype=torch.bfloat16), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream", dtype=torch.bfloat16), tmp_path / "m")
     ids = calibration_ids(4, 10, seed=1)
     for dtype in (None, torch.float32):
         loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.bfloat16,
@@ -82,7 +83,7 @@ def test_offload_stories_matches_hf_hidden_states():
 
 
 def test_only_one_block_is_resident(tmp_path, monkeypatch):
-    model = tiny_model("llama", num_blocks=6)
+    model = tiny_model("llama", preset="stream", num_blocks=6)
     folder = save_sharded(model, tmp_path / "m")
     reads = []
     real_load = Checkpoint.load
@@ -114,15 +115,15 @@ def test_only_one_block_is_resident(tmp_path, monkeypatch):
     assert source.timings["blocks"] == 6 and source.timings["load_s"] > 0
 
 
-def test_a_source_runs_twice_and_the_old_name_still_works(tmp_path):
-    folder = save_sharded(tiny_model("gpt2"), tmp_path / "m")
+def test_a_source_runs_twice(tmp_path):
+    folder = save_sharded(tiny_model("gpt2", preset="stream"), tmp_path / "m")
     ids = calibration_ids(3, 8, seed=2)
     source = prepare_offload(folder, n_samples=3, seq_len=8, batch_size=2, device="cpu")
     first = list(iter_hidden_states(source, ids, batch_size=2, progress=False))
     again = list(iter_hidden_states(source, ids, batch_size=2, progress=False))
-    old = list(iter_hidden_states_offload(folder, ids, batch_size=2, progress=False, device="cpu"))
-    for (b, x), (_, y), (_, z) in zip(first, again, old):
-        assert torch.equal(x, y) and torch.equal(x, z), b
+    assert len(first) == len(again) == source.num_blocks + 1
+    for (b, x), (_, y) in zip(first, again):
+        assert torch.equal(x, y), b
 
 
 # ----------------------------------------------------------------------------- pre-flight checks
@@ -135,7 +136,7 @@ def no_weight_reads(monkeypatch):
 
 
 def test_missing_shard_file_is_reported_before_work(tmp_path, no_weight_reads):
-    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "m")
     index = json.loads((folder / "model.safetensors.index.json").read_text())
     victim = sorted(set(index["weight_map"].values()))[2]
     (folder / victim).unlink()
@@ -144,7 +145,7 @@ def test_missing_shard_file_is_reported_before_work(tmp_path, no_weight_reads):
 
 
 def test_missing_block_tensor_is_reported(tmp_path, no_weight_reads, monkeypatch):
-    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "m")
     index_path = folder / "model.safetensors.index.json"
     index = json.loads(index_path.read_text())
     victim = "model.layers.3.mlp.down_proj.weight"
@@ -160,7 +161,7 @@ def test_missing_block_tensor_is_reported(tmp_path, no_weight_reads, monkeypatch
 
 
 def test_index_naming_an_absent_tensor_is_reported(tmp_path, no_weight_reads):
-    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "m")
     index_path = folder / "model.safetensors.index.json"
     index = json.loads(index_path.read_text())
     first_file = next(iter(index["weight_map"].values()))
@@ -170,15 +171,52 @@ def test_index_naming_an_absent_tensor_is_reported(tmp_path, no_weight_reads):
         open_source(folder, offload=True, device="cpu", n_samples=5, seq_len=12)
 
 
+def _with_depth(folder, dest, change: int):
+    """A copy of ``folder`` whose config.json says ``change`` more (or fewer) blocks than its weights hold."""
+    shutil.copytree(folder, dest)
+    config = json.loads((dest / "config.json").read_text())
+    key = next(k for k in ("num_hidden_layers", "n_layer") if k in config)
+    config[key] += change
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest, config[key]
+
+
+# Block tensors as the checkpoint names them: "model.layers.4.mlp.down_proj.weight", "transformer.h.4.attn...".
+_BLOCK = {"llama": r"model\.layers\.{}\.", "gpt2": r"h\.{}\."}
+
+
+@pytest.mark.parametrize("model_type", sorted(_BLOCK))
+def test_config_with_fewer_blocks_than_the_weights_is_refused(tmp_path, no_weight_reads, model_type):
+    # A config that says 4 blocks over weights of 5 would score a truncated model and, once
+    # pruned, write a checkpoint without the last block: refused, naming the unread tensors.
+    saved = save_sharded(tiny_model(model_type, preset="stream"), tmp_path / "m")
+    folder, depth = _with_depth(saved, tmp_path / "short", -1)
+    assert depth == 4
+    with pytest.raises(ValueError, match=r"block tensor\(s\).*" + _BLOCK[model_type].format(4)) as err:
+        open_source(folder, offload=True, device="cpu", n_samples=5, seq_len=12)
+    assert "config.json says 4 blocks" in str(err.value)
+    # The unmodified checkpoint opens (the refusal is about the mismatch only).
+    assert open_source(saved, offload=True, device="cpu", n_samples=5, seq_len=12).num_blocks == 5
+
+
+@pytest.mark.parametrize("model_type", sorted(_BLOCK))
+def test_config_with_more_blocks_than_the_weights_is_refused(tmp_path, no_weight_reads, model_type):
+    saved = save_sharded(tiny_model(model_type, preset="stream"), tmp_path / "m")
+    folder, depth = _with_depth(saved, tmp_path / "long", +1)
+    assert depth == 6
+    with pytest.raises(ValueError, match=r"lacks \d+ tensor\(s\).*" + _BLOCK[model_type].format(5)):
+        open_source(folder, offload=True, device="cpu", n_samples=5, seq_len=12)
+
+
 def test_dtype_the_device_cannot_run_is_reported(tmp_path, no_weight_reads):
     # CPU kernels do not implement float8 matmul/softmax: found by a tiny op, not a table.
-    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "m")
     with pytest.raises(PreflightError, match="float8_e4m3fn"):
         open_source(folder, offload=True, dtype=torch.float8_e4m3fn, device="cpu", n_samples=5, seq_len=12)
 
 
 def test_too_little_memory_is_reported_with_the_numbers(tmp_path, no_weight_reads):
-    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "m")
     with pytest.raises(PreflightError, match=r"GiB.*one block.*only .* GiB is free"):
         prepare_offload(folder, n_samples=5, seq_len=12, device="cpu", available_bytes=10_000)
     # With enough memory the same plan passes and still has read no weight.
@@ -187,7 +225,7 @@ def test_too_little_memory_is_reported_with_the_numbers(tmp_path, no_weight_read
 
 
 def test_bad_inputs_are_refused(tmp_path):
-    folder = save_sharded(tiny_model("llama"), tmp_path / "m")
+    folder = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "m")
     source = open_source(folder, offload=True, device="cpu", n_samples=5, seq_len=12)
     with pytest.raises(ValueError, match="n_samples, seq_len"):
         iter_hidden_states(source, torch.arange(10), progress=False)
