@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+from importlib.metadata import PackageNotFoundError, version as dist_version
 from pathlib import Path
 from types import ModuleType
 
@@ -34,7 +35,6 @@ def package_version() -> str:
         version = _pyproject_version(pyproject.read_text(encoding="utf-8"))
         if version is not None:
             return version
-    from importlib.metadata import PackageNotFoundError, version as dist_version
     try:
         return dist_version("miprun")
     except PackageNotFoundError:
@@ -44,7 +44,7 @@ def package_version() -> str:
 def _pyproject_version(text: str) -> str | None:
     """``version`` of the ``[project]`` table of a miprun pyproject.toml, or None."""
     try:
-        import tomllib
+        import tomllib  # Python >= 3.11
     except ImportError:  # Python 3.10: the two lines this needs, without a TOML parser
         project = re.search(r"^\[project\][ \t]*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
         if project is None or not re.search(r'^name\s*=\s*"miprun"', project.group(1), re.M):

@@ -163,7 +163,7 @@ def record_text(record, *, where: str = "record") -> str:
 
 def _read_dataset(name: str) -> list[str]:
     try:
-        import datasets
+        import datasets  # optional: loaded only for a datasets source
     except ImportError:
         raise FileNotFoundError(
             f"calibration source {name} does not exist (no such file or folder; the `datasets` library, "

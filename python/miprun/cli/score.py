@@ -8,7 +8,8 @@ from miprun.cli.common import (add_calibration_options, add_model_options, add_s
 from miprun.cli.output import print_single_block, table_path
 from miprun.models.loading import load_tokenizer
 from miprun.scoring.score import score_blocks
-from miprun.util.jsonio import dumps, write_json
+from miprun.output.guard import write_output_json
+from miprun.util.jsonio import dumps
 
 __all__ = ["register", "run"]
 
@@ -43,7 +44,8 @@ def run(args) -> int:
     if out is None:
         print(dumps(table.to_dict()), end="")
         return 0
-    write_json(out, table.to_dict())
+    write_output_json(out, table.to_dict(), kind="score", overwrite=args.overwrite,
+                      protect=(args.model, args.calib))
     print_single_block(table)
     print(f"score table written to {out}")
     return 0

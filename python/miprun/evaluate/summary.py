@@ -12,6 +12,7 @@ from typing import Sequence
 
 from miprun.evaluate.perplexity import (PerplexityResult, Span, model_max_length, perplexity, read_text, tokenize_text, window_spans)
 from miprun.evaluate.speed import SpeedResult, measure_speed, prefill_and_decode
+from miprun.evaluate.zeroshot import evaluate_tasks
 from miprun.models.parameters import ParameterCount, count_parameters
 
 __all__ = [
@@ -72,7 +73,6 @@ def evaluate_model(model, tokenizer=None, *, ppl: Sequence[str | Path] = (), seq
                                                       source=str(path)).to_dict()
         out["seconds"]["perplexity"] = time.perf_counter() - t0
     if tasks:
-        from miprun.evaluate.zeroshot import evaluate_tasks
         t0 = time.perf_counter()
         res = evaluate_tasks(model, tokenizer, tasks, data_dir=data_dir, limit=limit, batch_size=task_batch_size,
                              seed=seed)

@@ -13,6 +13,7 @@ The data folder is, in order: the ``data_dir`` argument, ``$MIPRUN_DATA/bench``,
 
 from __future__ import annotations
 
+import sys
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -142,7 +143,6 @@ def _go_offline() -> None:
     for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
         os.environ[var] = "1"
     # The libraries read these variables when first imported; set the flags too if they were.
-    import sys
     if "datasets" in sys.modules:
         sys.modules["datasets"].config.HF_DATASETS_OFFLINE = True
     if "huggingface_hub" in sys.modules:
@@ -195,7 +195,7 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[str] | str, *, data_dir: st
         raise ValueError(f"limit={limit} must be at least 1")
     _go_offline()
     try:
-        import lm_eval
+        import lm_eval  # an optional extra (miprun[eval]): loaded only to run tasks
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError as e:

@@ -21,13 +21,12 @@ from torch import nn
 
 from miprun.hidden.memory import check_dtype_runs, check_fits, estimate_offload, release_host_memory, should_offload
 from miprun.hidden.meta import build_meta_model, checkpoint_key, load_into, set_tensor, to_meta
-from miprun.hidden.runner import iter_hidden_states
 from miprun.models.blocks import find_blocks, text_config
 from miprun.models.checkpoint import Checkpoint
 from miprun.models.loading import load_config, resolve_dtype
 from miprun.util.devices import resolve_device
 
-__all__ = ["StreamedSource", "iter_hidden_states_offload", "prepare_offload", "resolve_offload"]
+__all__ = ["StreamedSource", "prepare_offload", "resolve_offload"]
 
 
 def _stream_device(device) -> torch.device:
@@ -310,20 +309,3 @@ def resolve_offload(offload, model, *, device=None, dtype=None, n_samples: int =
     states = 2 * n_samples * seq_len * hidden * dtype.itemsize
     return should_offload(checkpoint, _stream_device(device), dtype, activation_bytes=states,
                           available=available_bytes)
-
-
-def iter_hidden_states_offload(model_dir, input_ids: torch.Tensor, *, device=None, dtype=None, batch_size: int = 8,
-                               progress: bool = True, window_bytes: int = 0,
-                               attn_implementation: str | None = None):
-    """``iter_hidden_states(prepare_offload(model_dir, ...), input_ids)``: kept for existing callers.
-
-    New code opens the source with :func:`miprun.hidden.sources.open_source` (``offload=True``)
-    and runs it with :func:`miprun.hidden.runner.iter_hidden_states`.
-    """
-    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.numel() == 0:
-        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-        raise ValueError(f"input_ids must be a non-empty (n_samples, seq_len) tensor of token ids, got {shape}")
-    source = prepare_offload(model_dir, n_samples=input_ids.shape[0], seq_len=input_ids.shape[1], device=device,
-                             dtype=dtype, batch_size=batch_size, window_bytes=window_bytes,
-                             attn_implementation=attn_implementation)
-    return iter_hidden_states(source, input_ids.long(), batch_size=batch_size, progress=progress)

@@ -7,7 +7,9 @@ tensors where they lie, with no copy to the host.
 
 from __future__ import annotations
 
+from miprun.mi import cpu
 from miprun.mi.backend import BACKENDS, resolve_backend
+from miprun.mi.codes import mi_from_counts
 from miprun.mi.scale import DISTANCE_ESTIMATORS, MI_ESTIMATORS, information_coefficient
 from miprun.mi._input import check_pair, check_same_columns
 from miprun.mi.binning import resolve_bins
@@ -94,19 +96,16 @@ def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "poole
         return angular_ref(x, y)
     if estimator == "gaussian":
         if be == "native":
-            from miprun.mi import cpu
             return cpu.gaussian_cpu(x, y, reduction=reduction)
         return gaussian_ref(x, y, reduction=reduction)
     if estimator == "hist":
         n_pair = x.shape[0] * (x.shape[1] if reduction == "pooled" else 1)
         nb = resolve_bins(bins, n_pair)
         if be == "native":
-            from miprun.mi import cpu
             return cpu.hist_cpu(x, y, bins=nb, binning=binning, reduction=reduction,
                                 miller_madow=bias_correction == "miller_madow")
         if be == "triton":
-            from miprun.kernels import hist as khist  # triton is optional: imported only on this path
-            from miprun.mi.codes import mi_from_counts
+            from miprun.kernels import hist as khist  # triton is optional: loaded only when a kernel runs
             counts = khist.hist_counts_triton(x, y, bins=nb, binning=binning, reduction=reduction)
             return mi_from_counts(counts, miller_madow=bias_correction == "miller_madow")
         return hist_ref(x, y, bins=nb, binning=binning, reduction=reduction, bias_correction=bias_correction)
@@ -118,9 +117,8 @@ def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "poole
     if xs.shape[0] < k + 1:
         raise ValueError(f"KSG with k={k} needs at least {k + 1} samples, got {xs.shape[0]}")
     if be == "native":
-        from miprun.mi import cpu
         raw = cpu.ksg_per_dim_cpu(xs, ys, k) if reduction == "per_dim" else cpu.ksg_points_cpu(xs, ys, k)
     else:
-        from miprun.kernels import knn
+        from miprun.kernels import knn  # triton is optional: loaded only when a kernel runs
         raw = knn.ksg_per_dim_triton(xs, ys, k) if reduction == "per_dim" else knn.ksg_points_triton(xs, ys, k)
     return max(0.0, float(raw))

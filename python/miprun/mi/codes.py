@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from miprun.mi.backend import resolve_backend
+from miprun.mi.cpu import codes_from_edges_cpu, compute_edges_cpu, joint_counts_cpu
 from miprun.mi.binning import edges_ref
 from miprun.mi.hist import mi_from_joint_counts_ref
 
@@ -61,11 +62,10 @@ def compute_edges(x: torch.Tensor, *, bins: int, binning: str = "quantile", per_
     """Bin edges of ``x: (n, d)`` on its device: ``(bins-1,)``, or ``(d, bins-1)`` per column."""
     be = resolve_backend(backend, x.device)
     if be == "native":
-        from miprun.mi.cpu import compute_edges_cpu
         return compute_edges_cpu(x, bins=bins, binning=binning, per_dim=per_dim)
     if be == "triton":
         # on the device, without the float64 copy the reference sorts (16 bytes per element)
-        from miprun.kernels.edges import compute_edges_triton
+        from miprun.kernels.edges import compute_edges_triton  # triton is optional: loaded only when a kernel runs
         return compute_edges_triton(x, bins=bins, binning=binning, per_dim=per_dim)
     return compute_edges_ref(x, bins, binning, per_dim)
 
@@ -74,10 +74,9 @@ def codes_from_edges(x: torch.Tensor, edges: torch.Tensor, *, backend: str = "au
     """uint8 codes of ``x: (n, d)`` against ``edges`` (``(bins-1,)`` or ``(d, bins-1)``)."""
     be = resolve_backend(backend, x.device)
     if be == "native":
-        from miprun.mi.cpu import codes_from_edges_cpu
         return codes_from_edges_cpu(x, edges)
     if be == "triton":
-        from miprun.kernels.hist import codes_from_edges_triton
+        from miprun.kernels.hist import codes_from_edges_triton  # triton is optional: loaded only when a kernel runs
         return codes_from_edges_triton(x, edges)
     return codes_from_edges_ref(x, edges)
 
@@ -87,10 +86,9 @@ def joint_counts(cx: torch.Tensor, cy: torch.Tensor, *, bins: int, per_dim: bool
     """int64 joint histogram of code arrays ``cx, cy: (n, d)``: ``(bins, bins)`` or ``(d, bins, bins)``."""
     be = resolve_backend(backend, cx.device)
     if be == "native":
-        from miprun.mi.cpu import joint_counts_cpu
         return joint_counts_cpu(cx, cy, bins=bins, per_dim=per_dim)
     if be == "triton":
-        from miprun.kernels.hist import joint_counts_triton
+        from miprun.kernels.hist import joint_counts_triton  # triton is optional: loaded only when a kernel runs
         return joint_counts_triton(cx, cy, bins=bins, per_dim=per_dim)
     return joint_counts_ref(cx, cy, bins, per_dim)
 

@@ -15,6 +15,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
+from huggingface_hub import constants
+from huggingface_hub.utils import get_session
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.utils import logging as hf_logging
 
 from miprun.models.blocks import find_blocks, num_blocks_of, text_config
 from miprun.models.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint, tensor_mismatch_error
@@ -95,8 +100,6 @@ def hub_unreachable() -> str | None:
     Probed once per process with a short timeout, so that an offline machine fails in
     seconds instead of after huggingface_hub's own retries.
     """
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
     if constants.HF_HUB_OFFLINE:
         return None
     try:
@@ -108,7 +111,6 @@ def hub_unreachable() -> str | None:
 
 def _hub_message(name, what: str, exc: Exception | None) -> str:
     """Why ``what`` for hub id ``name`` could not be had, and what to do."""
-    from huggingface_hub import constants
     reason = hub_unreachable()
     if reason is not None:
         return (f"{what} {name} is not a local folder, the Hugging Face Hub {reason}, and it is not in the local "
@@ -142,7 +144,6 @@ def _pretrained(loader, name_or_path, folder: Path | None, *, what: str = "model
 
 def load_config(name_or_path, *, trust_remote_code: bool = False):
     """The model's config (cheap: no weights), with errors that say what is wrong."""
-    from transformers import AutoConfig
     folder = local_dir(name_or_path)
     if folder is not None and not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json: it is not a Hugging Face model folder")
@@ -172,7 +173,6 @@ def _remote_code_hint(name, exc: Exception, trust_remote_code: bool) -> str:
 
 def check_causal_lm(config, name="model", *, trust_remote_code: bool = False) -> None:
     """Raise ``ValueError`` unless ``AutoModelForCausalLM`` can build ``config``."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     model_type = getattr(config, "model_type", None)
     auto_map = getattr(config, "auto_map", None) or {}
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
@@ -203,7 +203,6 @@ def load_model(name_or_path, *, device=None, dtype=None, trust_remote_code: bool
     transformers.PreTrainedModel
         In eval mode.
     """
-    from transformers import AutoModelForCausalLM
     config = load_config(name_or_path, trust_remote_code=trust_remote_code)
     check_causal_lm(config, str(name_or_path), trust_remote_code=trust_remote_code)
     folder = local_dir(name_or_path)
@@ -246,7 +245,6 @@ def check_loading_info(info: dict, where, model_class: str) -> None:
 @contextlib.contextmanager
 def _quiet_transformers():
     """Silence transformers' loading-report table: :func:`check_loading_info` reports the same in one line."""
-    from transformers.utils import logging as hf_logging
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -257,7 +255,6 @@ def _quiet_transformers():
 
 def load_tokenizer(name_or_path, *, trust_remote_code: bool = False):
     """Load the tokenizer saved with a model (local folder or hub id)."""
-    from transformers import AutoTokenizer
     folder = local_dir(name_or_path)
     try:
         return _pretrained(AutoTokenizer.from_pretrained, name_or_path, folder, what="tokenizer",

@@ -118,6 +118,12 @@ def _clear_stale(out: Path) -> None:
         if pid is not None and pid != os.getpid() and _alive(pid):
             raise OutputDirError(f"another process (pid {pid}) is writing {out} (its temporary folder {p} exists); "
                                  f"wait for it to finish or choose another --out")
+        if m.group("kind") == "old" and not os.path.lexists(out):
+            # killed between moving the earlier output aside and renaming the new one into place
+            os.rename(p, out)
+            warnings.warn(f"restored {out} from {p}, left by a run killed while replacing it", RuntimeWarning,
+                          stacklevel=4)
+            continue
         shutil.rmtree(p, ignore_errors=True)
         warnings.warn(f"removed {p}, the unfinished output of an interrupted run", RuntimeWarning, stacklevel=4)
 
@@ -160,6 +166,7 @@ def check_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False,
     _check_protected(out, protected_paths(*protect), "out_dir", model[0] if model else None)
     if out.is_symlink():
         raise OutputDirError(f"out_dir {out} is a symlink; give the real folder path or a new folder")
+    _clear_stale(out)  # first: it may restore an earlier output that a killed run had moved aside
     if out.exists():
         if not out.is_dir():
             raise OutputDirError(f"out_dir {out} exists and is not a folder; choose a folder path")
@@ -168,7 +175,6 @@ def check_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False,
                                  f"earlier miprun output, or choose another folder")
         _check_replaceable_dir(out)
     _check_writable(out)
-    _clear_stale(out)
     return out
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from miprun.scoring.table import MI_ESTIMATORS, ScoreTable
-from miprun.selection.plan import Plan
+from miprun.selection.plan import Plan, runs_of
 
 __all__ = ["plot_score_table", "plot_single_block", "standard_plots"]
 
@@ -27,7 +27,7 @@ def _score_label(estimator: str) -> str:
 
 def _figure(width: float, height: float):
     # Figure + Agg canvas directly: no pyplot, so the caller's matplotlib backend is never touched.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional: loaded only when a plot is drawn
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -57,7 +57,6 @@ def plot_score_table(table: ScoreTable, path: str | os.PathLike, *, pruned: Sequ
     """
     from matplotlib.patches import Rectangle
 
-    from miprun.selection.plan import runs_of
 
     T, R = table.num_blocks, table.max_run
     fig = _figure(min(4 + 0.28 * T, 24), min(2.2 + 0.45 * R, 10))

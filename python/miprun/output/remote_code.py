@@ -13,6 +13,8 @@ import json
 import shutil
 import warnings
 from pathlib import Path
+from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
 __all__ = ["carry_remote_code"]
 
@@ -75,7 +77,6 @@ def _module_files(refs) -> list[str]:
 
 def _with_relative_imports(source: Path, files: list[str]) -> list[str]:
     """``files`` and the local modules they import (``from .configuration_x import ...``)."""
-    from transformers.dynamic_module_utils import get_relative_import_files
     out = set(files)
     for f in files:
         out.update(str(Path(p).relative_to(source)) for p in get_relative_import_files(str(source / f))
@@ -84,5 +85,4 @@ def _with_relative_imports(source: Path, files: list[str]) -> list[str]:
 
 
 def _is_native(model_type) -> bool:
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     return model_type in CONFIG_MAPPING_NAMES

@@ -21,6 +21,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from miprun.evaluate.perplexity import perplexity
+from miprun.evaluate.zeroshot import evaluate_tasks
+from miprun.mi import REDUCTIONS
+from miprun.models.blocks import find_blocks
+from miprun.output.surgery import remove_blocks
+from miprun.scoring.score import score_blocks
+from miprun.selection.select import select
 
 __all__ = ["MI_VARIANTS", "MI_SELECTORS", "CompareRow", "CompareResult", "compare", "parse_variants"]
 
@@ -89,7 +96,6 @@ def parse_variants(text: str | None) -> tuple[tuple[str, str], ...]:
     """``"hist:pooled,ksg:per_dim"`` -> pairs; None -> :data:`MI_VARIANTS`."""
     if text is None:
         return MI_VARIANTS
-    from miprun.mi import REDUCTIONS
     out = []
     for item in text.split(","):
         item = item.strip()
@@ -120,15 +126,12 @@ class _Evaluator:
     def __call__(self, removed: Sequence[int]) -> tuple[dict, dict]:
         key = tuple(sorted(int(b) for b in removed))
         if key not in self.cache:
-            from miprun.evaluate.summary import perplexity
-            from miprun.output.surgery import remove_blocks
             pruned = remove_blocks(copy.deepcopy(self.model), list(key)) if key else self.model
             ppl = {name: perplexity(pruned, ids, seq_len=self.seq_len, stride=self.stride,
                                     batch_size=self.ppl_batch_size).perplexity
                    for name, ids in self.eval_ids.items()}
             acc = {}
             if self.tasks:
-                from miprun.evaluate.zeroshot import evaluate_tasks
                 res = evaluate_tasks(pruned, self.tokenizer, self.tasks, data_dir=self.data_dir, limit=self.limit,
                                      batch_size=self.task_batch_size, seed=self.seed)
                 acc = {name: r.metrics.get("acc", float("nan")) for name, r in res.items()}
@@ -178,9 +181,6 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int, *, eva
     -------
     CompareResult
     """
-    from miprun.scoring.score import score_blocks
-    from miprun.selection.select import select
-    from miprun.models.blocks import find_blocks
 
     say = log or (lambda _msg: None)
     if not eval_ids:

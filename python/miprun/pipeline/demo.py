@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedTokenizerFast)
+
+from miprun.pipeline.prune import prune
 
 __all__ = ["DemoResult", "run_demo", "demo_tokenizer", "demo_text", "demo_model", "PLANTED"]
 
@@ -72,8 +77,6 @@ def _vocabulary() -> list[str]:
 
 def demo_tokenizer():
     """A word-level fast tokenizer over the demo's vocabulary (built in memory, no files)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
     vocab = {w: i for i, w in enumerate(_vocabulary())}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -105,7 +108,6 @@ def demo_text(seed: int = 0, n_stories: int = 200) -> str:
 
 def demo_model(tokenizer, *, seed: int = 0, planted=PLANTED, num_blocks: int = NUM_BLOCKS, hidden: int = HIDDEN):
     """A random Llama with the ``planted`` blocks made near-identity (residual outputs scaled by 1e-3)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=num_blocks, num_attention_heads=4, num_key_value_heads=2,
@@ -141,9 +143,7 @@ def run_demo(out_dir=None, *, overwrite: bool = False, seed: int = 0, progress: 
     print_fn : callable
         Where the summary lines go.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from miprun.pipeline.prune import prune
     tokenizer = demo_tokenizer()
     model = demo_model(tokenizer, seed=seed, planted=planted)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="miprun-demo-")) / "pruned"

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from miprun.mi import codes
+from miprun.mi import codes, cpu
 from miprun.mi.backend import resolve_backend
 from miprun.mi.gaussian import _mi_from_rho
 from miprun.mi.ksg import (DEFAULT_POOLED_SAMPLES, DEFAULT_PROJECTION_SAMPLES, random_projection, standardize_jitter, subsample_rows, ksg_points_ref)
@@ -100,10 +100,9 @@ def ksg_core(xs: torch.Tensor, ys: torch.Tensor, k: int, per_dim: bool, backend:
         raise ValueError(f"KSG with k={k} needs at least {k + 1} samples, got {xs.shape[0]}")
     be = resolve_backend(backend, xs.device)
     if be == "native":
-        from miprun.mi import cpu
         raw = cpu.ksg_per_dim_cpu(xs, ys, k) if per_dim else cpu.ksg_points_cpu(xs, ys, k)
     elif be == "triton":
-        from miprun.kernels import knn
+        from miprun.kernels import knn  # triton is optional: loaded only when a kernel runs
         raw = knn.ksg_per_dim_triton(xs, ys, k) if per_dim else knn.ksg_points_triton(xs, ys, k)
     elif per_dim:
         vals = [ksg_points_ref(xs[:, j:j + 1], ys[:, j:j + 1], k) for j in range(xs.shape[1])]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from tqdm.auto import tqdm
+
 __all__ = ["progress_enabled", "progress_bar"]
 
 
@@ -24,5 +26,4 @@ def progress_bar(total: int, progress: bool, *, desc: str = "blocks", unit: str 
     """A tqdm bar, or a no-op stand-in when progress is off or stderr is not a terminal."""
     if not progress_enabled(progress):
         return _NoBar()
-    from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit=unit, leave=False)

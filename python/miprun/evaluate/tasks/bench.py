@@ -85,7 +85,7 @@ def read_docs(data_dir: str | Path, bench_file: str, bench_format: str) -> list[
 
 def load_docs(*, bench_file: str, bench_format: str, miprun_data_dir: str | None = None, **_unused):
     """``custom_dataset`` entry point of the task YAMLs: a ``DatasetDict`` with one ``test`` split."""
-    import datasets
+    import datasets  # optional: loaded only for a datasets source
 
     if miprun_data_dir is None:
         raise ValueError("the miprun tasks need the benchmark folder: run them through miprun.zeroshot, "
