@@ -51,7 +51,7 @@ class ExecutionOptions(Options):
             object.__setattr__(self, "dtype", str(self.dtype).replace("torch.", ""))
         if self.dtype is not None and self.dtype not in DTYPE_NAMES:
             raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {self.dtype!r}")
-        if self.offload not in (False, True, "auto"):
+        if not (isinstance(self.offload, bool) or self.offload == "auto"):  # 1 == True: refuse numbers by type
             raise ValueError(f"offload must be True, False or 'auto', got {self.offload!r}")
         if isinstance(self.device_map, str) and self.device_map not in DEVICE_MAPS:
             raise ValueError(f"device_map must be one of {DEVICE_MAPS} or a dict, got {self.device_map!r}")

@@ -13,24 +13,22 @@ from typing import Any
 
 from torch import nn
 
-from miprun.models.families import family_of, supported_families
+from miprun.models.families import FAMILIES, family_of, supported_families
 
 __all__ = ["BLOCK_PATHS", "find_blocks", "block_prefix", "text_config", "num_blocks_of"]
 
-#: Where decoder blocks live, tried in order: causal-LM wrappers first, then base models.
-BLOCK_PATHS = (
-    "model.layers",
-    "model.decoder.layers",
+#: Where decoder blocks live, tried in order: the supported families' own paths (from their
+#: registry), then other causal-LM wrappers, then the same lists inside base models.
+BLOCK_PATHS = tuple(dict.fromkeys([f.block_path for f in FAMILIES.values()] + [
     "model.language_model.layers",
-    "transformer.h",
     "transformer.layers",
     "transformer.blocks",
-    "gpt_neox.layers",
     "decoder.layers",
     "layers",
     "h",
     "blocks",
-)
+]))
+
 
 def text_config(config):
     """The decoder's config: the config itself, or its text part for multimodal configs."""

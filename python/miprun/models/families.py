@@ -9,7 +9,12 @@ the logits and the KV-cache path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from torch import nn
+
+from miprun.models.quirks import refold_gpt2_layer_scale
 
 
 @dataclass(frozen=True)
@@ -24,11 +29,16 @@ class Family:
         Human-readable name.
     block_path : str
         Dotted attribute path of the decoder block list in the ``*ForCausalLM`` model.
+    on_renumber : callable, optional
+        ``on_renumber(block, old, new)``: what a block moving from index ``old`` to ``new``
+        needs besides the generic renumbering of its ``layer_idx`` (GPT-2 scales attention
+        by ``1 / (layer_idx + 1)``: the ratio is folded into its query weights).
     """
 
     model_type: str
     name: str
     block_path: str
+    on_renumber: Callable[[nn.Module, int, int], None] | None = None
 
 
 _FAMILIES = (
@@ -41,7 +51,7 @@ _FAMILIES = (
     Family("gemma2", "Gemma 2", "model.layers"),
     Family("gemma3_text", "Gemma 3 (text)", "model.layers"),
     Family("phi3", "Phi-3", "model.layers"),
-    Family("gpt2", "GPT-2", "transformer.h"),
+    Family("gpt2", "GPT-2", "transformer.h", on_renumber=refold_gpt2_layer_scale),
     Family("opt", "OPT", "model.decoder.layers"),
     Family("gpt_neox", "GPT-NeoX", "gpt_neox.layers"),
 )

@@ -10,7 +10,6 @@ copied, and the folder appears only when complete (:func:`miprun.save.atomic_out
 from __future__ import annotations
 
 import json
-import operator
 import re
 import shutil
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from miprun.models.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
 from miprun.output.guard import atomic_output_dir, check_output_dir
 from miprun.output.remote_code import carry_remote_code
 from miprun.output.save import write_report_and_plots
-from miprun.output.surgery import prune_config
+from miprun.output.surgery import kept_after, prune_config
 
 __all__ = ["write_pruned_checkpoint", "rename_map", "AUXILIARY_FILES"]
 
@@ -75,23 +74,6 @@ def rename_map(names: Sequence[str], prefix: str, kept_blocks: Sequence[int]) ->
         elif int(m.group(1)) in new_index:
             out[name] = f"{prefix}{new_index[int(m.group(1))]}.{m.group(2)}"
     return out
-
-
-def _kept_blocks(removed_blocks: Sequence[int], num_blocks: int) -> list[int]:
-    removed = []
-    for b in removed_blocks:
-        if isinstance(b, bool) or not hasattr(b, "__index__"):
-            raise ValueError(f"removed_blocks must hold integer block indices, got {b!r}")
-        removed.append(operator.index(b))
-    if len(set(removed)) != len(removed):
-        raise ValueError(f"removed_blocks has duplicates: {sorted(removed)}")
-    bad = [b for b in removed if not 0 <= b < num_blocks]
-    if bad:
-        raise ValueError(f"removed_blocks {bad} are outside 0..{num_blocks - 1} (the model has {num_blocks} blocks)")
-    if len(removed) >= num_blocks:
-        raise ValueError(f"cannot remove {len(removed)} of {num_blocks} blocks: at least one block must stay")
-    gone = set(removed)
-    return [i for i in range(num_blocks) if i not in gone]
 
 
 def _shard_name(i: int, n: int) -> str:
@@ -145,7 +127,7 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
         raise FileNotFoundError(f"{model_dir} has no config.json; expected a Hugging Face model folder")
     checkpoint = Checkpoint(model_dir)
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    kept = _kept_blocks(removed_blocks, int(text_config(config).num_hidden_layers))
+    kept = kept_after(removed_blocks, int(text_config(config).num_hidden_layers))
     prefix = _checkpoint_prefix(checkpoint, block_prefix(config))
     renames = rename_map(list(checkpoint.tensors), prefix, kept)
     check_output_dir(out_dir, overwrite=overwrite, source_dir=model_dir, protect=protect)

@@ -29,6 +29,7 @@ __all__ = [
     "block_prefix",
     "prune_config",
     "remove_blocks",
+    "kept_after",
     "supported_families",
     "per_layer_fields",
 ]
@@ -55,6 +56,21 @@ def _check_kept(kept_blocks: Sequence[int], num_blocks: int) -> list[int]:
     if not kept:
         raise ValueError(f"kept_blocks is empty: at least one of the {num_blocks} blocks must be kept")
     return sorted(kept)
+
+
+def kept_after(removed_blocks: Sequence[int], num_blocks: int) -> list[int]:
+    """The blocks that stay when ``removed_blocks`` go, after checking them: integers, distinct, in range, not all."""
+    removed = [_as_index(b, "blocks to remove") for b in removed_blocks]
+    if len(set(removed)) != len(removed):
+        dup = sorted({b for b in removed if removed.count(b) > 1})
+        raise ValueError(f"blocks to remove has duplicates {dup} in {list(removed_blocks)}")
+    bad = [b for b in removed if not 0 <= b < num_blocks]
+    if bad:
+        raise ValueError(f"blocks {bad} are outside 0..{num_blocks - 1}: the model has {num_blocks} blocks")
+    if len(removed) >= num_blocks:
+        raise ValueError(f"cannot remove {len(removed)} of {num_blocks} blocks: at least one block must stay")
+    gone = set(removed)
+    return [i for i in range(num_blocks) if i not in gone]
 
 
 def _as_index(b, what: str) -> int:
@@ -163,31 +179,6 @@ def _renumber_block(block: nn.Module, old: int, new: int) -> None:
                 setattr(module, name, value - old + new)
 
 
-def _refold_gpt2_layer_scale(block: nn.Module, old: int, new: int) -> None:
-    """Keep GPT-2's ``scale_attn_by_inverse_layer_idx`` scores unchanged under renumbering.
-
-    With that option the attention scores are scaled by ``1 / (layer_idx + 1)``, computed
-    from the index when the model is built; a block moving from ``old`` to ``new`` would
-    score differently after reload. The ratio ``(new + 1) / (old + 1)`` is folded into the
-    query projection instead (one rounding of those weights at their dtype).
-    """
-    factor = (new + 1) / (old + 1)
-    for attn in (getattr(block, "attn", None), getattr(block, "crossattention", None)):
-        if attn is None or not getattr(attn, "scale_attn_by_inverse_layer_idx", False):
-            continue
-        q_proj = getattr(attn, "q_attn", None) if getattr(attn, "is_cross_attention", False) else None
-        if q_proj is not None:
-            q_proj.weight.data.mul_(factor)
-            q_proj.bias.data.mul_(factor)
-        else:
-            # c_attn is a Conv1D of weight (in, 3 * embed): the query is the first third of its outputs.
-            e = attn.embed_dim
-            attn.c_attn.weight.data[:, :e].mul_(factor)
-            attn.c_attn.bias.data[:e].mul_(factor)
-        if hasattr(attn, "scaling"):  # precomputed from layer_idx in transformers 5; older ones compute it per call
-            attn.scaling = attn.scaling * (old + 1) / (new + 1)
-
-
 def _configs_of(model: nn.Module) -> list:
     """Every distinct config object the model's modules hold (normally just one, shared)."""
     seen: dict[int, Any] = {}
@@ -246,7 +237,7 @@ def remove_blocks(model: nn.Module, blocks: Sequence[int]) -> nn.Module:
     config = getattr(model, "config", None)
     if config is None:
         raise ValueError(f"{type(model).__name__} has no .config; expected a HuggingFace PreTrainedModel")
-    family_of(config, type(model).__name__)
+    family = family_of(config, type(model).__name__)
     block_list, path = find_blocks(model)
     num_blocks = len(block_list)
     declared = text_config(config).num_hidden_layers
@@ -255,19 +246,9 @@ def remove_blocks(model: nn.Module, blocks: Sequence[int]) -> nn.Module:
             f"{type(model).__name__} has {num_blocks} blocks at {path} but its config says num_hidden_layers="
             f"{declared}; the model and its config disagree"
         )
-    removed = [_as_index(b, "blocks") for b in blocks]
-    if len(set(removed)) != len(removed):
-        dup = sorted({b for b in removed if removed.count(b) > 1})
-        raise ValueError(f"blocks to remove has duplicates {dup} in {list(blocks)}")
-    bad = [b for b in removed if not 0 <= b < num_blocks]
-    if bad:
-        raise ValueError(f"blocks {bad} are outside 0..{num_blocks - 1}: the model has {num_blocks} blocks")
-    if len(removed) >= num_blocks:
-        raise ValueError(f"cannot remove {len(removed)} of {num_blocks} blocks: at least one block must stay")
-    if not removed:
+    kept = kept_after(blocks, num_blocks)
+    if len(kept) == num_blocks:
         return model
-    gone = set(removed)
-    kept = [i for i in range(num_blocks) if i not in gone]
     configs = [c for c in _configs_of(model) if getattr(text_config(c), "num_hidden_layers", None) == num_blocks]
     for cfg in configs:
         prune_config(copy.deepcopy(cfg), kept)  # a dry run: a config it cannot prune leaves the model untouched
@@ -275,8 +256,9 @@ def remove_blocks(model: nn.Module, blocks: Sequence[int]) -> nn.Module:
     for new, old in enumerate(kept):
         if new != old:
             _renumber_block(block_list[old], old, new)
-            _refold_gpt2_layer_scale(block_list[old], old, new)
-    for i in sorted(gone, reverse=True):
+            if family.on_renumber is not None:
+                family.on_renumber(block_list[old], old, new)
+    for i in sorted(set(range(num_blocks)) - set(kept), reverse=True):
         del block_list[i]  # ModuleList renumbers its keys 0..k-1
     for cfg in configs:
         # Checked again: two configs may share one text config, which is pruned once.

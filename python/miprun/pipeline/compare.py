@@ -201,35 +201,22 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int, *, eva
                              progress=False)
         return table, time.perf_counter() - t0
 
-    def row(method, plan, table, score_s, select_s, reduction):
-        ppl, acc = evaluate(plan.removed)
-        say(f"{method:<36} removes {plan.removed}  perplexity {_first(ppl):.4f}")
-        return CompareRow(method=method, selector=plan.selector, estimator=table.estimator if table else None,
-                          reduction=reduction, removed=list(plan.removed), perplexity=ppl, tasks=acc,
-                          score_s=score_s, select_s=select_s, evaluations=int(plan.evaluations),
-                          objective=plan.objective)
-
     base_ppl, base_acc = evaluate([])
     baseline = CompareRow(method="unpruned", selector="none", estimator=None, reduction=None, removed=[],
                           perplexity=base_ppl, tasks=base_acc)
     say(f"{'unpruned':<36} perplexity {_first(base_ppl):.4f}")
     rows: list[CompareRow] = []
     tables: dict[str, dict] = {}
-    for estimator, reduction in variants:
-        label = f"{estimator}/{reduction}"
-        table, score_s = scored(estimator, reduction, num_remove)
+    jobs = [(f"{e}/{r}", e, r, num_remove, MI_SELECTORS) for e, r in variants]
+    jobs += [("cosine", "cosine", "pooled", 1, ("shortgpt",)), ("angular", "angular", "pooled", num_remove, ("gromov",))]
+    for label, estimator, reduction, max_run, selectors in jobs:
+        table, score_s = scored(estimator, reduction, max_run)
         tables[label] = table.to_dict()
         say(f"scored {label} in {score_s:.2f} s")
-        for selector in MI_SELECTORS:
-            t0 = time.perf_counter()
-            plan = select(table, num_remove, selector=selector)
-            rows.append(row(f"{selector}[{label}]", plan, table, score_s, time.perf_counter() - t0, reduction))
-    for estimator, selector, max_run in (("cosine", "shortgpt", 1), ("angular", "gromov", num_remove)):
-        table, score_s = scored(estimator, "pooled", max_run)
-        tables[estimator] = table.to_dict()
-        t0 = time.perf_counter()
-        plan = select(table, num_remove, selector=selector)
-        rows.append(row(selector, plan, table, score_s, time.perf_counter() - t0, None))
+        for selector in selectors:
+            method = f"{selector}[{label}]" if selectors is MI_SELECTORS else selector
+            red = reduction if selectors is MI_SELECTORS else None
+            rows.append(_selector_row(method, table, selector, num_remove, score_s, red, evaluate, say))
     rows.append(_random_row(total, num_remove, seed, evaluate, say))
     n_subsets = math.comb(total, num_remove)
     if 0 < n_subsets <= oracle_limit:
@@ -242,6 +229,18 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int, *, eva
                 "eval_texts": {k: int(v.numel()) for k, v in eval_ids.items()},
                 "oracle_criterion": next(iter(eval_ids))}
     return CompareResult(rows=rows, baseline=baseline, tables=tables, settings=settings)
+
+
+def _selector_row(method, table, selector, num_remove, score_s, reduction, evaluate, say) -> CompareRow:
+    """One selector's plan on one table, and how its pruned model did."""
+    t0 = time.perf_counter()
+    plan = select(table, num_remove, selector=selector)
+    select_s = time.perf_counter() - t0
+    ppl, acc = evaluate(plan.removed)
+    say(f"{method:<36} removes {plan.removed}  perplexity {_first(ppl):.4f}")
+    return CompareRow(method=method, selector=plan.selector, estimator=table.estimator, reduction=reduction,
+                      removed=list(plan.removed), perplexity=ppl, tasks=acc, score_s=score_s, select_s=select_s,
+                      evaluations=int(plan.evaluations), objective=plan.objective)
 
 
 def _first(ppl: dict) -> float:

@@ -65,6 +65,8 @@ class ScoringOptions(Options):
         if self.estimator not in DISTANCE_ESTIMATORS and self.reduction not in REDUCTIONS[self.estimator]:
             raise ValueError(f"estimator {self.estimator!r} supports reduction {REDUCTIONS[self.estimator]}, "
                              f"got {self.reduction!r}")
+        # the baselines ignore the reduction, but a misspelt one is still refused
+        check_choice("reduction", self.reduction, sorted({r for rs in REDUCTIONS.values() for r in rs}))
         check_int("max_run", self.max_run, low=1, allow_none=True)
         bins_ok = (isinstance(self.bins, int) and not isinstance(self.bins, bool) and 2 <= self.bins <= MAX_BINS)
         if not bins_ok and self.bins not in BIN_RULES:
