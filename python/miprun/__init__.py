@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from miprun import _compat
 from miprun.calibration.options import CalibrationOptions
 from miprun.hidden.options import ExecutionOptions
 from miprun.mi import information_coefficient, mutual_information
@@ -19,6 +20,8 @@ from miprun.selection.select import select
 from miprun._native import package_version as _package_version
 
 __version__ = _package_version()  # pyproject.toml's [project] version, the one source
+
+_compat.install()  # the 0.1 module names, deprecated
 
 __all__ = [
     "mutual_information",
