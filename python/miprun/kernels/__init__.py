@@ -9,4 +9,7 @@ The modules import ``triton``; import them only where it is installed. The kerne
 CUDA tensors, or CPU tensors in Triton's interpreter (``TRITON_INTERPRET=1``, for tests).
 """
 
-__all__ = ["edges", "hist", "knn"]
+__all__ = ["edges", "hist", "knn", "MAX_BINS"]
+
+#: Bins per variable at most: bin codes are uint8 everywhere (kernels, native core, score window).
+MAX_BINS = 256

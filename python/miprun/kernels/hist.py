@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import torch
 
+from miprun.kernels import MAX_BINS
 from miprun.kernels._triton import check_device, target_programs, tl, triton
 from miprun.kernels.edges import compute_edges_triton
 
 __all__ = ["codes_from_edges_triton", "joint_counts_triton", "hist_counts_triton", "compute_edges_triton", "MAX_BINS"]
 
-MAX_BINS = 256  # codes are uint8
 LAUNCH_ELEMENTS = 1 << 30  # elements per launch: int32 offsets and int32 counts stay exact
 CODES_BLOCK = 1024
 ATOMIC_BLOCK = 1024

@@ -15,7 +15,7 @@ from miprun.mi._input import check_pair, check_same_columns
 from miprun.mi.binning import resolve_bins
 from miprun.mi.gaussian import gaussian_ref
 from miprun.mi.hist import BIAS_CORRECTIONS, hist_ref
-from miprun.mi.ksg import DEFAULT_PROJECTION_DIM, ksg_ref, prepare
+from miprun.mi.ksg import DEFAULT_PROJECTION_DIM, ksg_prepared, ksg_ref, prepare
 from miprun.mi.similarity import angular_ref, cosine_ref
 
 ESTIMATORS = MI_ESTIMATORS + DISTANCE_ESTIMATORS
@@ -110,15 +110,5 @@ def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "poole
             return mi_from_counts(counts, miller_madow=bias_correction == "miller_madow")
         return hist_ref(x, y, bins=nb, binning=binning, reduction=reduction, bias_correction=bias_correction)
     # ksg
-    if be == "reference":
-        return ksg_ref(x, y, k=k, reduction=reduction, max_samples=max_samples, seed=seed,
-                       projection_dim=projection_dim)
     xs, ys = prepare(x, y, reduction=reduction, max_samples=max_samples, seed=seed, projection_dim=projection_dim)
-    if xs.shape[0] < k + 1:
-        raise ValueError(f"KSG with k={k} needs at least {k + 1} samples, got {xs.shape[0]}")
-    if be == "native":
-        raw = cpu.ksg_per_dim_cpu(xs, ys, k) if reduction == "per_dim" else cpu.ksg_points_cpu(xs, ys, k)
-    else:
-        from miprun.kernels import knn  # triton is optional: loaded only when a kernel runs
-        raw = knn.ksg_per_dim_triton(xs, ys, k) if reduction == "per_dim" else knn.ksg_points_triton(xs, ys, k)
-    return max(0.0, float(raw))
+    return ksg_prepared(xs, ys, k, per_dim=reduction == "per_dim", backend=be)

@@ -11,7 +11,8 @@ import math
 
 import torch
 
-MAX_BINS = 256  # codes fit in uint8, which keeps the score window compact on the device
+from miprun.kernels import MAX_BINS  # codes fit in uint8, which keeps the score window compact
+
 BIN_RULES = ("auto", "sqrt", "sturges", "rice")
 
 

@@ -46,16 +46,6 @@ def joint_counts_ref(cx: torch.Tensor, cy: torch.Tensor, bins: int, per_dim: boo
     return torch.bincount(flat, minlength=bins * bins).reshape(bins, bins)
 
 
-def bin_codes_ref2d(x: torch.Tensor, bins: int, binning: str, per_dim: bool) -> torch.Tensor:
-    """Reference codes of ``x: (n, d)`` as uint8 ``(n, d)``."""
-    return codes_from_edges_ref(x, compute_edges_ref(x, bins, binning, per_dim))
-
-
-def mi_from_codes_ref2d(cx: torch.Tensor, cy: torch.Tensor, bins: int, per_dim: bool, miller_madow: bool) -> float:
-    """Reference MI of code arrays ``cx, cy: (n, d)``: pooled, or mean over columns."""
-    return mi_from_counts(joint_counts_ref(cx, cy, bins, per_dim), miller_madow=miller_madow)
-
-
 # ----------------------------------------------------------------------------- dispatch
 def compute_edges(x: torch.Tensor, *, bins: int, binning: str = "quantile", per_dim: bool = False,
                   backend: str = "auto") -> torch.Tensor:
@@ -118,9 +108,3 @@ def bin_codes(x: torch.Tensor, *, bins: int, binning: str = "quantile", per_dim:
     """Bin codes of ``x: (n, d)`` as uint8 ``(n, d)`` on ``x``'s device."""
     edges = compute_edges(x, bins=bins, binning=binning, per_dim=per_dim, backend=backend)
     return codes_from_edges(x, edges, backend=backend)
-
-
-def mi_from_codes(cx: torch.Tensor, cy: torch.Tensor, *, bins: int, per_dim: bool = False,
-                  miller_madow: bool = False, backend: str = "auto") -> float:
-    """Plug-in MI in nats of paired code arrays ``cx, cy: (n, d)`` (uint8, values < bins)."""
-    return mi_from_counts(joint_counts(cx, cy, bins=bins, per_dim=per_dim, backend=backend), miller_madow=miller_madow)

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from miprun.mi import cpu
+from miprun.mi.backend import resolve_backend
+
 DEFAULT_POOLED_SAMPLES = 20_000  # element pairs drawn for reduction="pooled"
 DEFAULT_PROJECTION_SAMPLES = 4_096  # tokens drawn for reduction="projection"
 DEFAULT_PROJECTION_DIM = 4
@@ -106,12 +109,29 @@ def ksg_points_ref(x: torch.Tensor, y: torch.Tensor, k: int, chunk: int = 1024) 
     return float(torch.special.digamma(kk) + torch.special.digamma(mm) - total / m)
 
 
+def ksg_prepared(xs: torch.Tensor, ys: torch.Tensor, k: int, *, per_dim: bool, backend: str = "auto") -> float:
+    """KSG MI in nats of prepared point sets (:func:`prepare`), clipped at 0, on the backend for their device.
+
+    ``per_dim``: the mean over columns of the scalar MI of column ``j`` of ``xs`` and of ``ys``.
+    """
+    if xs.shape[0] < k + 1:
+        raise ValueError(f"KSG with k={k} needs at least {k + 1} samples, got {xs.shape[0]}")
+    be = resolve_backend(backend, xs.device)
+    if be == "native":
+        raw = cpu.ksg_per_dim_cpu(xs, ys, k) if per_dim else cpu.ksg_points_cpu(xs, ys, k)
+    elif be == "triton":
+        from miprun.kernels import knn  # triton is optional: loaded only when a kernel runs
+        raw = knn.ksg_per_dim_triton(xs, ys, k) if per_dim else knn.ksg_points_triton(xs, ys, k)
+    elif per_dim:
+        raw = sum(ksg_points_ref(xs[:, j:j + 1], ys[:, j:j + 1], k) for j in range(xs.shape[1])) / xs.shape[1]
+    else:
+        raw = ksg_points_ref(xs, ys, k)
+    return max(0.0, float(raw))
+
+
 def ksg_ref(x: torch.Tensor, y: torch.Tensor, *, k: int = 3, reduction: str = "pooled",
             max_samples: int | None = None, seed: int = 0,
             projection_dim: int = DEFAULT_PROJECTION_DIM) -> float:
     """Reference KSG MI in nats of ``x, y: (n, d)``; negative estimates are clipped to 0."""
     xs, ys = prepare(x, y, reduction=reduction, max_samples=max_samples, seed=seed, projection_dim=projection_dim)
-    if reduction == "per_dim":
-        vals = [ksg_points_ref(xs[:, j:j + 1], ys[:, j:j + 1], k) for j in range(xs.shape[1])]
-        return max(0.0, float(sum(vals) / len(vals)))
-    return max(0.0, ksg_points_ref(xs, ys, k))
+    return ksg_prepared(xs, ys, k, per_dim=reduction == "per_dim", backend="reference")

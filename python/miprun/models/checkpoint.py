@@ -191,24 +191,6 @@ class Checkpoint:
                 by_dtype[dt] = by_dtype.get(dt, 0) + info.nbytes
         return max(by_dtype, key=by_dtype.get) if by_dtype else None
 
-    # -- blocks -----------------------------------------------------------------------------
-
-    def block_names(self, prefix: str) -> dict[int, list[str]]:
-        """Tensor names grouped by block index, for names ``<prefix><i>.<rest>``.
-
-        Parameters
-        ----------
-        prefix : str
-            State-dict prefix of the block list, e.g. ``"model.layers."``.
-        """
-        pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-        groups: dict[int, list[str]] = {}
-        for name in self.tensors:
-            m = pattern.match(name)
-            if m:
-                groups.setdefault(int(m.group(1)), []).append(name)
-        return groups
-
     # -- reading ----------------------------------------------------------------------------
 
     def load(self, names, *, device="cpu") -> dict[str, torch.Tensor]:

@@ -23,10 +23,9 @@ from typing import Any
 
 import torch
 
-from miprun.mi import codes, cpu
-from miprun.mi.backend import resolve_backend
+from miprun.mi import codes
 from miprun.mi.gaussian import _mi_from_rho
-from miprun.mi.ksg import (DEFAULT_POOLED_SAMPLES, DEFAULT_PROJECTION_SAMPLES, random_projection, standardize_jitter, subsample_rows, ksg_points_ref)
+from miprun.mi.ksg import (DEFAULT_POOLED_SAMPLES, DEFAULT_PROJECTION_SAMPLES, random_projection, standardize_jitter, subsample_rows, ksg_prepared)
 
 # Float64 temporaries of the row-wise scorers are bounded to this many elements (256 MiB).
 CHUNK_ELEMENTS = 1 << 25
@@ -94,24 +93,6 @@ class HistScorer:
 
 
 # ----------------------------------------------------------------------------- ksg
-def ksg_core(xs: torch.Tensor, ys: torch.Tensor, k: int, per_dim: bool, backend: str) -> float:
-    """KSG estimate in nats of prepared float64 point sets, clipped at 0 (as ``mutual_information``)."""
-    if xs.shape[0] < k + 1:
-        raise ValueError(f"KSG with k={k} needs at least {k + 1} samples, got {xs.shape[0]}")
-    be = resolve_backend(backend, xs.device)
-    if be == "native":
-        raw = cpu.ksg_per_dim_cpu(xs, ys, k) if per_dim else cpu.ksg_points_cpu(xs, ys, k)
-    elif be == "triton":
-        from miprun.kernels import knn  # triton is optional: loaded only when a kernel runs
-        raw = knn.ksg_per_dim_triton(xs, ys, k) if per_dim else knn.ksg_points_triton(xs, ys, k)
-    elif per_dim:
-        vals = [ksg_points_ref(xs[:, j:j + 1], ys[:, j:j + 1], k) for j in range(xs.shape[1])]
-        raw = sum(vals) / len(vals)
-    else:
-        raw = ksg_points_ref(xs, ys, k)
-    return max(0.0, float(raw))
-
-
 class KsgScorer:
     """KSG MI: the window keeps each state's seeded subsample (all ranks' rows, in global order)."""
 
@@ -137,7 +118,7 @@ class KsgScorer:
         # the jitter seeds follow miprun.mi.ksg.prepare: seed+1 for x (earlier state), seed+2 for y
         xs = standardize_jitter(sa, self.seed + 1)
         ys = standardize_jitter(sb, self.seed + 2)
-        value = ksg_core(xs, ys, self.k, self.reduction == "per_dim", self.backend)
+        value = ksg_prepared(xs, ys, self.k, per_dim=self.reduction == "per_dim", backend=self.backend)
         return torch.tensor(value, dtype=torch.float64)
 
     def finish(self, value: torch.Tensor, ea: Any, eb: Any) -> float:
