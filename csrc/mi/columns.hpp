@@ -28,4 +28,16 @@ inline std::size_t tile_width(std::size_t d, std::size_t tile, std::size_t t) {
   return std::min(tile, d - t * tile);
 }
 
+// Gather tile t of the columns of x and of y (both (n, d)) into xs and ys (kColumnTile * n
+// each) and call fn(j, x_column_j, y_column_j) for each column j of the tile.
+template <class T, class F>
+inline void for_each_tile_column(const T* x, const T* y, std::size_t n, std::size_t d, std::size_t t, T* xs, T* ys,
+                                 F&& fn) {
+  const std::size_t j0 = t * kColumnTile;
+  const std::size_t w = tile_width(d, kColumnTile, t);
+  gather_columns(x, n, d, j0, w, xs);
+  gather_columns(y, n, d, j0, w, ys);
+  for (std::size_t c = 0; c < w; ++c) fn(j0 + c, xs + c * n, ys + c * n);
+}
+
 }  // namespace miprun::mi

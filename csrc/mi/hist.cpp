@@ -378,15 +378,12 @@ double hist_mi(const T* x, const T* y, std::size_t n, std::size_t d, int bins, B
     std::vector<double> edges(ne), padded;
     std::vector<std::int64_t> table(B * B);
     MIPRUN_OMP(for schedule(dynamic, 1))
-    for (long long t = 0; t < tiles; ++t) {
-      const std::size_t j0 = static_cast<std::size_t>(t) * kColumnTile;
-      const std::size_t w = tile_width(d, kColumnTile, static_cast<std::size_t>(t));
-      gather_columns(x, n, d, j0, w, xs.data());
-      gather_columns(y, n, d, j0, w, ys.data());
-      for (std::size_t c = 0; c < w; ++c)
-        per_column[j0 + c] = column_mi(xs.data() + c * n, ys.data() + c * n, n, bins, binning, miller_madow, scratch,
-                                       edges, padded, table);
-    }
+    for (long long t = 0; t < tiles; ++t)
+      for_each_tile_column(x, y, n, d, static_cast<std::size_t>(t), xs.data(), ys.data(),
+                           [&](std::size_t j, const T* xc, const T* yc) {
+                             per_column[j] = column_mi(xc, yc, n, bins, binning, miller_madow, scratch, edges, padded,
+                                                       table);
+                           });
   }
   double sum = 0.0;  // in column order, as the reference sums
   for (double v : per_column) sum += v;

@@ -311,14 +311,11 @@ double ksg_per_dim(const double* x, const double* y, std::size_t m, std::size_t 
     {
       std::vector<double> xs(kColumnTile * m), ys(kColumnTile * m);
       MIPRUN_OMP(for schedule(dynamic, 1))
-      for (long long t = 0; t < tiles; ++t) {
-        const std::size_t j0 = static_cast<std::size_t>(t) * kColumnTile;
-        const std::size_t w = tile_width(d, kColumnTile, static_cast<std::size_t>(t));
-        gather_columns(x, m, d, j0, w, xs.data());
-        gather_columns(y, m, d, j0, w, ys.data());
-        for (std::size_t c = 0; c < w; ++c)
-          per_column[j0 + c] = ksg_scalar(xs.data() + c * m, ys.data() + c * m, m, k, false);
-      }
+      for (long long t = 0; t < tiles; ++t)
+        for_each_tile_column(x, y, m, d, static_cast<std::size_t>(t), xs.data(), ys.data(),
+                             [&](std::size_t j, const double* xc, const double* yc) {
+                               per_column[j] = ksg_scalar(xc, yc, m, k, false);
+                             });
     }
   }
   return sum_in_order(per_column) / static_cast<double>(d);
