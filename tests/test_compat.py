@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-import miprun
 from miprun._compat import MOVED
 
 

@@ -150,7 +150,7 @@ def test_torchrun_two_processes_write_the_single_process_table(tmp_path, calib, 
               "--skip-first", "1", "--quiet"]
     code, _, err = _run([*common, "--out", tmp_path / "one.json"], capsys)
     assert code == 0, err
-    env = dict(os.environ, PYTHONPATH=str(Path(cli.__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(Path(cli.__file__).resolve().parents[2]), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(_free_port()), "-m", "miprun", *common, "--out", str(tmp_path / "two.json")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)

@@ -14,10 +14,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import transformers
-from support import REPO, STORIES, data_file, requires_native, requires_stories
+
+import miprun
+from support import STORIES, data_file, requires_native, requires_stories
 from tiny_models import folder_digest
 
 pytestmark = [requires_stories, requires_native, pytest.mark.slow]
@@ -29,7 +32,9 @@ def calib():
 
 
 def _start(out, calib, *extra) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "python"), os.environ.get("PYTHONPATH", "")]),
+    # the miprun this test imported (the source tree with its in-place core, or the installed package)
+    here = str(Path(miprun.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "miprun", "prune", str(STORIES), "--calib", str(calib), "--num-remove", "2",
             "--out", str(out), "--overwrite", "--n-samples", "8", "--seq-len", "64", "--quiet", *extra]
