@@ -511,6 +511,42 @@ Returns
 )pbdoc");
 
     m.def(
+        "optimal_kbest",
+        [table_view](const Array& scores, int num_remove, int k) {
+          const sel::TableView view = table_view(scores);
+          std::vector<sel::OptimalResult> plans;
+          {
+            py::gil_scoped_release release;
+            plans = sel::optimal_kbest(view, num_remove, k);
+          }
+          std::vector<std::pair<std::vector<int>, double>> out;
+          for (const auto& p : plans) out.emplace_back(p.removed, p.damage);
+          return out;
+        },
+        py::arg("scores"), py::arg("num_remove"), py::arg("k"),
+        R"pbdoc(The ``k`` best plans of :func:`optimal`'s objective, exactly, best first.
+
+The dynamic programme of :func:`optimal` keeping the ``k`` least-damage partial plans in
+every state instead of one. Every plan (``num_remove`` blocks as runs of length
+``<= max_run`` separated by kept blocks) has one path through the states, so no plan
+appears twice. Ties keep :func:`optimal`'s order: the first plan is its plan.
+O(num_blocks * num_remove * max_run * k log k).
+
+Parameters
+----------
+scores : ndarray, shape (num_blocks, max_run), float64
+    Normalised run scores in [0, 1]; damage of a run is ``1 - scores[s, L-1]``.
+num_remove : int
+k : int
+    How many plans, ``>= 1``; fewer come back when fewer plans are feasible.
+
+Returns
+-------
+list of (removed, damage) : list[tuple[list[int], float]]
+    Sorted by damage, ascending. Raises ValueError when no plan is feasible.
+)pbdoc");
+
+    m.def(
         "exhaustive",
         [table_view](const Array& scores, int num_remove, double max_subsets) {
           const sel::TableView view = table_view(scores);

@@ -20,4 +20,14 @@ struct OptimalResult {
 // Ties go to the plan found first (keeping a block before removing it, shorter runs first).
 OptimalResult optimal(const TableView& scores, int num_remove);
 
+// The k best plans of the same objective, exactly, best first: the dynamic programme of
+// `optimal` keeping, in every state (blocks seen, blocks removed), the k least-damage
+// partial plans instead of one, merged from its predecessors (every plan has exactly one
+// path through the states, since a run is always followed by a kept block or the end, so
+// no plan appears twice). O(T * N * max_run * k log k) time, O(T * N * k) memory. Fewer
+// than k plans come back when fewer are feasible. Ties keep the order of `optimal`, so the
+// first plan is `optimal`'s own. Throws std::invalid_argument when no plan is feasible or
+// k < 1.
+std::vector<OptimalResult> optimal_kbest(const TableView& scores, int num_remove, int k);
+
 }  // namespace miprun::select

@@ -106,7 +106,8 @@ def test_select_kwargs():
     options = SelectionOptions(num_remove=2, selector="optimal", scale="normalised", log_base=2.0,
                                allow_touching=False, max_iterations=7, max_subsets=11)
     assert options.select_kwargs() == {"selector": "optimal", "scale": "normalised", "log_base": 2.0,
-                                       "allow_touching": False, "max_iterations": 7, "max_subsets": 11}
+                                       "allow_touching": False, "max_iterations": 7, "max_subsets": 11,
+                                       "verify": 0, "portfolio": True}
 
 
 def test_from_dict_refuses_unknown_keys():

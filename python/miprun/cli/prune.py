@@ -7,7 +7,7 @@ import warnings
 
 from miprun.util.devices import resolve_device
 from miprun.cli.common import (add_calibration_options, add_model_options, add_scoring_options, count,
-                               execution_settings, fraction, join_data_parallel, quiet_libraries)
+                               execution_settings, fraction, join_data_parallel, non_negative, quiet_libraries)
 from miprun.cli.output import print_plan, print_single_block
 from miprun.models.loading import load_tokenizer
 from miprun.pipeline.options import PruneOptions, ReportedRun
@@ -32,7 +32,14 @@ def register(sub) -> None:
     how_many.add_argument("--ratio", type=fraction, default=None, help="fraction of the blocks to remove")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for the pruned model")
     p.add_argument("--selector", default="fast_block_select", choices=SELECTORS,
-                   help="how blocks are chosen (default fast_block_select, the paper's)")
+                   help="how blocks are chosen (default fast_block_select, the paper's; sleb: by measured loss, "
+                        "one forward pass per candidate block and step)")
+    p.add_argument("--verify", type=non_negative, default=0, metavar="K",
+                   help="measure the selector's K best plans (and, unless --no-portfolio, the other cheap "
+                        "selectors' plans) by loss on the last quarter of the calibration windows, held back from "
+                        "scoring, and keep the best (default 0: off; needs the model in memory)")
+    p.add_argument("--no-portfolio", action="store_true",
+                   help="with --verify: measure only the selector's own K best plans")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier miprun output (or an empty folder) at --out")
     p.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
@@ -50,6 +57,7 @@ def _options(args) -> tuple[str, str, PruneOptions]:
             raise ValueError("give --num-remove N or --ratio F (how many blocks to remove)")
         options = PruneOptions.from_flat(
             num_remove=args.num_remove, ratio=args.ratio, selector=args.selector, estimator=args.estimator,
+            verify=args.verify, portfolio=not args.no_portfolio,
             reduction=args.reduction, max_run=args.max_run, bins=args.bins, binning=args.binning, k=args.k,
             max_samples=args.max_samples, skip_first=args.skip_first, seed=args.seed, n_samples=args.n_samples,
             seq_len=args.seq_len, out_dir=args.out, overwrite=args.overwrite, plots=not args.no_plots,

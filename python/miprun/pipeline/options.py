@@ -48,6 +48,11 @@ class PruneOptions:
         self.selection.estimator_for(self.scoring.estimator)  # raises when the pair does not go together
         if self.execution.offload is True and self.output.out_dir is None:
             raise ValueError("offload=True writes the pruned checkpoint shard by shard: give out_dir (--out)")
+        placed = self.execution.offload is not False or self.execution.device_map is not None
+        if self.selection.measures_loss and placed:
+            what = "selector 'sleb'" if self.selection.selector == "sleb" else "verify"
+            raise ValueError(f"{what} measures the calibration loss of the whole model held in memory on one device: "
+                             f"drop offload (--offload) and device_map (--device-map)")
 
     @classmethod
     def from_flat(cls, **kwargs: Any) -> "PruneOptions":
@@ -74,7 +79,8 @@ class PruneOptions:
 
     def max_run(self, num_remove: int, num_blocks: int) -> int:
         """Longest run to score: ``scoring.max_run``, else 1 for single-block selectors, else ``num_remove``."""
-        if self.scoring.max_run is None and self.selection.selector in SINGLE_BLOCK_SELECTORS:
+        portfolio = self.selection.verify and self.selection.portfolio  # the portfolio's selectors read runs
+        if self.scoring.max_run is None and self.selection.selector in SINGLE_BLOCK_SELECTORS and not portfolio:
             return 1
         return self.scoring.run_length(num_remove, num_blocks)
 

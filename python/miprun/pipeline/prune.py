@@ -18,6 +18,7 @@ import torch
 
 from miprun._native import core
 from miprun.calibration.resolve import resolve_calibration
+from miprun.evaluate.calibration_loss import CalibrationLoss
 from miprun.models.loading import ModelInfo, inspect_model, load_tokenizer
 from miprun.output.plots import standard_plots
 from miprun.output.report import build_report, describe_source
@@ -120,8 +121,9 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
     timings["calibrate"] = time.perf_counter() - t
 
     main = data_parallel is None or data_parallel.is_main
+    score_ids, loss_ids = _split_for_loss(prep.input_ids, options)
     t = time.perf_counter()
-    scored = score_tokens(model, prep.input_ids, options.scoring, options.execution, config=prep.info.config,
+    scored = score_tokens(model, score_ids, options.scoring, options.execution, config=prep.info.config,
                           max_run=options.max_run(prep.num_remove, prep.info.num_blocks),
                           data_parallel=data_parallel, progress=progress and main)
     table, source = scored.table, scored.source
@@ -130,8 +132,11 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
     timings["score"] = time.perf_counter() - t - scored.load_s
 
     t = time.perf_counter()
-    plan = select(table, prep.num_remove, **options.selection.select_kwargs())
+    oracle = _loss_oracle(source, loss_ids, options)
+    plan = select(table, prep.num_remove, loss=oracle, **options.selection.select_kwargs())
     timings["select"] = time.perf_counter() - t
+    if oracle is not None:
+        timings["loss"] = oracle.seconds  # the forward passes of sleb / verify, part of "select"
 
     pruned, described = _remove(source, plan, prep, timings)
     settings_out = {"model": prep.info.name, "num_remove": prep.num_remove, "calibration": prep.calibration,
@@ -145,6 +150,7 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
     def report() -> dict:  # built once, last, so that it records the save time too
         if not built:
             built.append(build_report(plan, table, settings_out, timings, described, pruned_model=pruned))
+            built[0].update(_measured(plan, oracle, loss_ids is not None and loss_ids is not prep.input_ids))
         return built[0]
 
     if out_dir is not None:
@@ -237,3 +243,45 @@ def _write(source, pruned, plan: Plan, table: ScoreTable, prep: _Prepared, optio
                                        trust_remote_code=options.execution.trust_remote_code)
     return save_pruned(pruned, prep.tokenizer, prep.out_dir, report=final_report, overwrite=overwrite,
                        source_dir=prep.info.folder, plots=figures, protect=prep.protect)
+
+
+def _split_for_loss(ids: torch.Tensor, options: PruneOptions) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The windows to score and those the loss is measured on (None: no loss is measured).
+
+    ``verify`` holds the last ``max(1, n // 4)`` windows back from scoring, so that plans
+    are measured on tokens the scores did not see; ``sleb`` reads no scores and measures
+    on every window (scoring them too, for the report's table).
+    """
+    selection = options.selection
+    if not selection.measures_loss:
+        return ids, None
+    if selection.selector == "sleb":
+        return ids, ids
+    n = int(ids.shape[0])
+    if n < 2:
+        raise ValueError(f"verify holds the last max(1, n // 4) calibration windows back from scoring to measure "
+                         f"plans on, so it needs at least 2 windows; got {n} (raise --n-samples)")
+    held = max(1, n // 4)
+    return ids[:n - held], ids[n - held:]
+
+
+def _loss_oracle(source, loss_ids: torch.Tensor | None, options: PruneOptions) -> CalibrationLoss | None:
+    if loss_ids is None:
+        return None
+    if source.kind != "in_memory":  # PruneOptions refuses offload and device maps; this is the last guard
+        raise ValueError(f"the calibration loss needs the model in memory, but its weights were {source.kind}")
+    return CalibrationLoss(source.model, loss_ids, batch_size=options.execution.batch_size)
+
+
+def _measured(plan: Plan, oracle: CalibrationLoss | None, held_back: bool) -> dict:
+    """``report["sleb"]`` or ``report["verify"]``: candidates, losses, forward passes, seconds."""
+    if oracle is None:
+        return {}
+    kind = "sleb" if plan.selector == "sleb" else "verify"
+    entries = [t for t in plan.trace if t.get("kind") == ("summary" if kind == "sleb" else "verify")]
+    out = dict(entries[-1]) if entries else {}
+    if kind == "sleb":
+        out["steps"] = [t for t in plan.trace if t.get("kind") == "step"]
+    out["loss_windows"] = "held back from scoring (the last max(1, n // 4))" if held_back else "all calibration windows"
+    out["oracle"] = oracle.summary()
+    return {kind: out}

@@ -29,6 +29,12 @@ class SelectionOptions(Options):
         One of :data:`miprun.selection.select.SELECTORS`.
     scale, log_base, allow_touching, max_iterations, max_subsets
         As :func:`miprun.select`.
+    verify : int
+        0: off. ``K >= 1``: measure the selector's K best plans (and, with ``portfolio``,
+        the other cheap selectors' plans) by calibration loss and keep the best; not with
+        ``sleb``, which measures every step. As :func:`miprun.select`.
+    portfolio : bool
+        With ``verify``: add the plans of :data:`miprun.selection.select.PORTFOLIO`.
     """
 
     num_remove: int | None = None
@@ -39,6 +45,8 @@ class SelectionOptions(Options):
     allow_touching: bool = True
     max_iterations: int = 100
     max_subsets: int = 50_000_000
+    verify: int = 0
+    portfolio: bool = True
 
     def __post_init__(self) -> None:
         if (self.num_remove is None) == (self.ratio is None):
@@ -58,6 +66,17 @@ class SelectionOptions(Options):
             raise ValueError(f"allow_touching must be True or False, got {self.allow_touching!r}")
         check_int("max_iterations", self.max_iterations, low=1)
         check_int("max_subsets", self.max_subsets, low=1)
+        check_int("verify", self.verify, low=0)
+        if not isinstance(self.portfolio, bool):
+            raise ValueError(f"portfolio must be True or False, got {self.portfolio!r}")
+        if self.verify and self.selector == "sleb":
+            raise ValueError("selector 'sleb' measures the loss at every step already: verify applies to the other "
+                             "selectors (drop --verify, or choose another selector)")
+
+    @property
+    def measures_loss(self) -> bool:
+        """Whether the plan needs the calibration loss of the model in memory (``sleb``, ``verify``)."""
+        return self.selector == "sleb" or self.verify > 0
 
     def count(self, num_blocks: int) -> int:
         """The number of blocks to remove from a model of ``num_blocks`` blocks."""
@@ -90,4 +109,4 @@ class SelectionOptions(Options):
         """Keyword arguments of :func:`miprun.select` (everything but the count)."""
         return {"selector": self.selector, "scale": self.scale, "log_base": self.log_base,
                 "allow_touching": self.allow_touching, "max_iterations": self.max_iterations,
-                "max_subsets": self.max_subsets}
+                "max_subsets": self.max_subsets, "verify": self.verify, "portfolio": self.portfolio}

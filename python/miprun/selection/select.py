@@ -20,6 +20,14 @@ more redundant, better to remove. The selectors:
     The single run of ``num_remove`` blocks with the least angular distance between its
     input and output (Gromov et al., 2024); needs a table scored with estimator
     ``"angular"`` and ``max_run >= num_remove``.
+``sleb``
+    SLEB's search (Song et al., 2024): remove one block at a time, the one whose removal
+    gives the lowest measured calibration loss; needs ``loss`` (no table).
+
+With ``verify=K``, any selector but ``sleb`` proposes its K best plans under its own
+objective and (``portfolio=True``) the plans of the other cheap selectors on the same
+table; each is measured with ``loss`` and the lowest measured loss wins (see
+:func:`select`).
 
 Every plan's ``objective`` is the additive damage of its runs, read from the table's
 normalised scores (None where the table does not hold all its runs, or for run scores given
@@ -31,16 +39,23 @@ from __future__ import annotations
 
 import math
 import operator
+import time
 import warnings
 from typing import Callable, Union
 
 import numpy as np
 
 from miprun._native import core
+from miprun.selection.kbest import kbest_column, kbest_fbs, kbest_single
 from miprun.selection.plan import Plan, runs_of
+from miprun.selection.sleb import Loss, sleb
 from miprun.scoring.table import DISTANCE_ESTIMATORS, MI_ESTIMATORS, ScoreTable
 
-SELECTORS = ("fast_block_select", "optimal", "exhaustive", "greedy", "shortgpt", "gromov")
+SELECTORS = ("fast_block_select", "optimal", "exhaustive", "greedy", "shortgpt", "gromov", "sleb")
+#: Selectors whose plans ``verify`` adds to a selector's own K best (``portfolio=True``): the
+#: cheap ones that read any table, so one scoring pass serves them all. The baselines
+#: ``shortgpt`` and ``gromov`` read a table of their own distance, which an MI table is not.
+PORTFOLIO = ("fast_block_select", "optimal", "greedy")
 SCALES = ("raw", "normalised")
 
 RunScore = Callable[[int, int], float]
@@ -58,6 +73,9 @@ def select(
     allow_touching: bool = True,
     max_iterations: int = 100,
     max_subsets: int = 50_000_000,
+    loss: Loss | None = None,
+    verify: int = 0,
+    portfolio: bool = True,
 ) -> Plan:
     """Choose ``num_remove`` blocks to remove.
 
@@ -99,6 +117,24 @@ def select(
         a RuntimeWarning is issued and the trace's summary says ``converged: False``.
     max_subsets : int
         ``exhaustive`` refuses models with more subsets than this.
+    loss : callable, optional
+        ``loss(removed) -> float``: the calibration loss (mean next-token cross-entropy)
+        of the model with the blocks ``removed`` (a sorted tuple) bypassed;
+        :class:`miprun.evaluate.calibration_loss.CalibrationLoss` is one. Required by
+        ``sleb`` (then ``scores`` may be None, with ``num_blocks``) and by ``verify``.
+    verify : int
+        0: off. ``K >= 1``: build candidate plans, the ``K`` best under the selector's own
+        objective (``optimal``/``exhaustive``: exact K-best dynamic programme of the
+        additive damage; ``greedy``/``shortgpt``: the K subsets with the largest summed
+        single scores; ``gromov``: the K best single runs; ``fast_block_select``: the K
+        best one-run-per-group choices among the runs its final pass scored, by their
+        summed actual scores, its own plan first), plus with ``portfolio`` the plans of
+        :data:`PORTFOLIO` on the same table; measure each distinct plan once with
+        ``loss`` and keep the lowest (ties: the earlier candidate, the selector's own plan
+        first). Needs a ScoreTable. Every candidate and its loss are in the trace entry
+        ``{"kind": "verify", ...}``.
+    portfolio : bool
+        With ``verify``: add the other cheap selectors' plans (default True).
 
     Returns
     -------
@@ -135,16 +171,47 @@ def select(
         raise ValueError(f"selector={selector!r} is unknown; choose one of {SELECTORS}")
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r} is unknown; choose one of {SCALES}")
+    if isinstance(verify, bool) or not isinstance(verify, int) or verify < 0:
+        raise ValueError(f"verify must be an int >= 0 (0: off), got {verify!r}")
+    if not isinstance(portfolio, bool):
+        raise ValueError(f"portfolio must be True or False, got {portfolio!r}")
+    if (selector == "sleb" or verify) and not callable(loss):
+        what = "selector 'sleb'" if selector == "sleb" else f"verify={verify}"
+        raise ValueError(f"{what} measures plans by their calibration loss: pass loss=callable(removed) -> float "
+                         f"(miprun.prune builds it from the model in memory)")
     table = scores if isinstance(scores, ScoreTable) else None
+    if selector == "sleb":
+        if verify:
+            raise ValueError("selector 'sleb' measures every step already: verify does not apply to it")
+        if table is None and scores is not None:
+            raise ValueError(f"selector 'sleb' reads no run scores: give a ScoreTable (for the plan's objective) "
+                             f"or None with num_blocks, got {type(scores).__name__}")
+        total = _num_blocks(table, num_blocks)
+        plan = sleb(loss, total, _check_num_remove(num_remove, total))
+        if table is not None:
+            plan.objective = damage(plan.removed, table.normalised())
+            plan.estimator = table.estimator
+        return plan
     if table is None and not callable(scores):
         raise ValueError(f"scores must be a ScoreTable or a callable (start, length) -> float, "
                          f"got {type(scores).__name__}")
+    if verify and table is None:
+        raise ValueError("verify compares plans of a score table: give a ScoreTable, not a callable")
     total = _num_blocks(table, num_blocks)
     num_remove = _check_num_remove(num_remove, total)
+    settings = {"scale": scale, "log_base": log_base, "allow_touching": allow_touching,
+                "max_iterations": max_iterations, "max_subsets": max_subsets}
+    if verify:
+        return _verify(table, num_remove, selector, settings, loss, verify, portfolio)
 
     if table is None:
         return _select_callable(scores, num_remove, total, selector, log_base, allow_touching,
                                 max_iterations, max_subsets)
+    return _select_table(table, num_remove, selector, **settings)
+
+
+def _select_table(table: ScoreTable, num_remove: int, selector: str, *, scale: str, log_base: float,
+                  allow_touching: bool, max_iterations: int, max_subsets: int) -> Plan:
     if selector == "fast_block_select":
         return _fast_block_select(table, num_remove, scale, log_base, allow_touching, max_iterations)
     if selector in ("optimal", "exhaustive"):
@@ -321,3 +388,64 @@ def _select_callable(score: RunScore, num_remove: int, total: int, selector: str
     needs = "cosine" if selector == "shortgpt" else "angular"
     raise ValueError(f"selector {selector!r} needs a ScoreTable scored with estimator={needs!r}, "
                      f"not a callable")
+
+
+def _own_kbest(plan: Plan, table: ScoreTable, num_remove: int, k: int, allow_touching: bool
+               ) -> list[tuple[list[int], float | None]]:
+    """The selector's K best plans under its own objective, its own plan first: (removed, objective value)."""
+    selector = plan.selector
+    if selector in ("optimal", "exhaustive"):
+        scores = np.ascontiguousarray(table.normalised()[:, :num_remove])
+        found = [(list(r), float(d)) for r, d in core().optimal_kbest(scores, num_remove, k)]
+    elif selector in ("greedy", "shortgpt"):
+        single = _oriented(table, "raw")[:, 0] if selector == "greedy" else table.normalised()[:, 0]
+        found = kbest_single(single, num_remove, k)
+    elif selector == "gromov":
+        starts = table.num_blocks - num_remove + 1
+        found = kbest_column(table.normalised()[:starts, num_remove - 1], num_remove, k)
+    else:  # fast_block_select: its final pass's candidates
+        last = [t for t in plan.trace if t.get("kind") == "iteration"][-1]
+        found = kbest_fbs(last["groups"], plan.removed, last["chosen_sum"], k, allow_touching=allow_touching)
+    own = (list(plan.removed), found[0][1] if found and found[0][0] == plan.removed else plan.objective)
+    return ([own] + [f for f in found if f[0] != plan.removed])[:k]
+
+
+def _verify(table: ScoreTable, num_remove: int, selector: str, settings: dict, loss: Loss, k: int,
+            portfolio: bool) -> Plan:
+    """Measure the candidate plans (see :func:`select`, ``verify``) and keep the one of least loss."""
+    t = time.perf_counter()
+    own = _select_table(table, num_remove, selector, **settings)
+    normalised = table.normalised()
+    candidates: list[dict] = []
+    for rank, (removed, value) in enumerate(_own_kbest(own, table, num_remove, k, settings["allow_touching"])):
+        candidates.append({"source": selector, "rank": rank, "removed": removed, "selector_objective": value})
+    members = [name for name in PORTFOLIO if name != selector] if portfolio else []
+    skipped = []
+    for name in members:
+        try:
+            other = _select_table(table, num_remove, name, **settings)
+        except ValueError as exc:  # e.g. the table does not hold the runs this selector needs
+            skipped.append({"source": name, "reason": str(exc)})
+            continue
+        candidates.append({"source": name, "rank": 0, "removed": list(other.removed),
+                           "selector_objective": other.objective})
+    distinct: dict[tuple[int, ...], dict] = {}
+    for c in candidates:
+        key = tuple(c["removed"])
+        if key in distinct:
+            distinct[key]["sources"].append(f"{c['source']}#{c['rank']}")
+            continue
+        c["sources"] = [f"{c['source']}#{c['rank']}"]
+        c["damage"] = damage(c["removed"], normalised)
+        c["loss"] = float(loss(key))
+        distinct[key] = c
+    measured = list(distinct.values())
+    best = min(range(len(measured)), key=lambda i: (math.isnan(measured[i]["loss"]), measured[i]["loss"], i))
+    chosen = measured[best]
+    entry = {"kind": "verify", "k": k, "portfolio": members, "skipped": skipped, "candidates": measured,
+             "chosen": best, "chosen_sources": chosen["sources"], "selector_plan": list(own.removed),
+             "selector_plan_loss": measured[0]["loss"], "loss": chosen["loss"],
+             "forward_passes": len(measured), "seconds": time.perf_counter() - t}
+    return Plan(removed=chosen["removed"], num_blocks=table.num_blocks, selector=selector,
+                evaluations=own.evaluations, objective=damage(chosen["removed"], normalised),
+                trace=list(own.trace) + [entry], estimator=table.estimator)

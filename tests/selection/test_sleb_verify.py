@@ -1,0 +1,134 @@
+"""SLEB and verify on stories260K (5 blocks) against brute force over the loss oracle."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from support import STORIES, data_file, requires_native, requires_stories
+
+from miprun.cli.main import main as cli_main
+from miprun.evaluate.calibration_loss import CalibrationLoss
+from miprun.pipeline.options import PruneOptions
+from miprun.pipeline.prune import prune
+from miprun.scoring.score import score_blocks
+from miprun.selection.select import select
+
+pytestmark = [requires_stories, requires_native]
+
+torch.set_num_threads(2)
+N_WINDOWS, SEQ_LEN = 4, 32
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(STORIES).eval()
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return data_file("text/tinystories/TinyStories-valid.head45.txt")
+
+
+@pytest.fixture(scope="module")
+def ids(calib):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(STORIES)
+    flat = tok(calib.read_text(encoding="utf-8")[:20000], return_tensors="pt")["input_ids"][0]
+    return flat[:N_WINDOWS * SEQ_LEN].reshape(N_WINDOWS, SEQ_LEN)
+
+
+@pytest.fixture(scope="module")
+def oracle(model, ids):
+    return CalibrationLoss(model, ids, batch_size=4)
+
+
+def _brute_greedy(loss, num_blocks, num_remove):
+    removed: list[int] = []
+    for _ in range(num_remove):
+        left = [b for b in range(num_blocks) if b not in removed]
+        removed.append(min(left, key=lambda b: (loss(tuple(sorted(removed + [b]))), b)))
+    return sorted(removed)
+
+
+@pytest.mark.parametrize("num_remove", [1, 2, 3, 4])
+def test_sleb_is_the_greedy_path_over_the_oracle(oracle, num_remove):
+    plan = select(None, num_remove, selector="sleb", loss=oracle, num_blocks=5)
+    assert plan.removed == _brute_greedy(oracle, 5, num_remove)
+    assert plan.evaluations == sum(5 - i for i in range(num_remove))  # one pass per candidate and step
+    steps = [t for t in plan.trace if t["kind"] == "step"]
+    assert [len(s["candidates"]) for s in steps] == [5 - i for i in range(num_remove)]
+    for s in steps:  # each step removes the block of least loss among its candidates
+        assert s["loss"] == min(c["loss"] for c in s["candidates"])
+    assert plan.trace[-1]["kind"] == "summary" and plan.trace[-1]["forward_passes"] == plan.evaluations
+    assert steps[-1]["loss"] == pytest.approx(oracle(tuple(plan.removed)))
+
+
+@pytest.fixture(scope="module")
+def table(model, ids):
+    # scored on the first windows, as prune(verify=...) does; the oracle's windows are the held-back ones
+    return score_blocks(model, ids[:3], max_run=4, progress=False)
+
+
+@pytest.mark.parametrize("num_remove", [1, 2, 3])
+@pytest.mark.parametrize("selector", ["fast_block_select", "optimal", "greedy"])
+def test_verify_keeps_its_best_measured_candidate(model, ids, table, selector, num_remove):
+    held = CalibrationLoss(model, ids[3:], batch_size=4)
+    plan = select(table, num_remove, selector=selector, verify=3, loss=held)
+    entry = plan.trace[-1]
+    losses = [c["loss"] for c in entry["candidates"]]
+    assert entry["loss"] == min(losses) == held(tuple(plan.removed))
+    assert all(c["loss"] == held(tuple(c["removed"])) for c in entry["candidates"])
+    assert entry["forward_passes"] == len(losses) == len({tuple(c["removed"]) for c in entry["candidates"]})
+
+
+@pytest.mark.parametrize("num_remove", [1, 2, 3, 4])
+def test_verify_with_every_plan_is_the_exhaustive_best_loss(model, ids, table, num_remove):
+    held = CalibrationLoss(model, ids[3:], batch_size=4)
+    k = math.comb(5, num_remove)
+    plan = select(table, num_remove, selector="optimal", verify=k, portfolio=False, loss=held)
+    every = list(itertools.combinations(range(5), num_remove))
+    best = min(every, key=lambda c: (held(c), c))
+    assert plan.removed == list(best)
+    assert {tuple(c["removed"]) for c in plan.trace[-1]["candidates"]} == set(every)
+
+
+def test_prune_sleb_and_verify_report(calib, tmp_path):
+    common = dict(num_remove=2, n_samples=4, seq_len=SEQ_LEN, progress=False, plots=False)
+    r = prune(STORIES, calib, selector="sleb", out_dir=tmp_path / "sleb", **common)
+    report = json.loads((tmp_path / "sleb" / "report.json").read_text())
+    assert report["selector"] == "sleb" and report["pruned_blocks"] == r.plan.removed
+    assert report["sleb"]["forward_passes"] == 9 and len(report["sleb"]["steps"]) == 2
+    assert report["sleb"]["oracle"]["windows"] == 4 and report["timings"]["loss"] > 0
+
+    r = prune(STORIES, calib, selector="optimal", verify=2, out_dir=tmp_path / "verify", **common)
+    report = json.loads((tmp_path / "verify" / "report.json").read_text())
+    v = report["verify"]
+    assert v["oracle"]["windows"] == 1 and report["score_table"] is not None  # max(1, 4 // 4) held back
+    assert r.table.settings["tokens"] == 3 * SEQ_LEN  # scored on the other 3 windows
+    assert report["pruned_blocks"] == v["candidates"][v["chosen"]]["removed"]
+    assert v["loss"] == min(c["loss"] for c in v["candidates"]) and v["forward_passes"] == len(v["candidates"])
+    assert report["settings"]["options"]["selection"]["verify"] == 2
+
+
+def test_measured_loss_needs_the_model_in_memory(calib, tmp_path):
+    with pytest.raises(ValueError, match="held in memory"):
+        PruneOptions.from_flat(num_remove=2, selector="sleb", offload=True, out_dir=tmp_path / "x")
+    with pytest.raises(ValueError, match="held in memory"):
+        PruneOptions.from_flat(num_remove=2, verify=2, device_map="auto")
+    with pytest.raises(ValueError, match="at least 2 windows"):
+        prune(STORIES, calib, num_remove=2, verify=2, n_samples=1, seq_len=SEQ_LEN, progress=False)
+
+
+def test_cli_verify_no_portfolio(calib, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = cli_main(["prune", str(STORIES), "--calib", str(calib), "--num-remove", "1", "--n-samples", "4",
+                   "--seq-len", str(SEQ_LEN), "--verify", "2", "--no-portfolio", "--out", str(out), "--no-plots",
+                   "--quiet"])
+    assert rc == 0
+    v = json.loads((out / "report.json").read_text())["verify"]
+    assert v["portfolio"] == [] and len(v["candidates"]) == 2
