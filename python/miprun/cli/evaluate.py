@@ -63,7 +63,7 @@ def load(args):
     """Model and tokenizer named by the parsed arguments (device map and memory limits included)."""
     if args.device_map is not None:
         model = load_with_device_map(args.model, device_map=args.device_map, dtype=args.dtype,
-                                     max_memory=parse_max_memory(args.max_memory),
+                                     max_memory=None if args.max_memory is None else parse_max_memory(args.max_memory),
                                      trust_remote_code=args.trust_remote_code)
     else:
         if args.max_memory is not None:
