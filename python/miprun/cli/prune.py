@@ -10,6 +10,7 @@ from miprun.cli.common import (add_calibration_options, add_model_options, add_s
                                execution_settings, fraction, join_data_parallel, non_negative, quiet_libraries)
 from miprun.cli.output import print_plan, print_single_block
 from miprun.models.loading import load_tokenizer
+from miprun.output.options import FORMATS
 from miprun.pipeline.options import PruneOptions, ReportedRun
 from miprun.pipeline.prune import prune
 from miprun.selection.select import SELECTORS
@@ -43,6 +44,9 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier miprun output (or an empty folder) at --out")
     p.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="hf (default): a Hugging Face checkpoint; gguf (GGUF input only): a GGUF file holding the "
+                        "input's kept blocks as they are (same quantisation), renumbered")
     p.add_argument("--from-report", default=None, metavar="REPORT.json",
                    help="re-run the plan an earlier report.json records (MODEL may be '-' to take it from there)")
     p.set_defaults(func=run)
@@ -61,12 +65,14 @@ def _options(args) -> tuple[str, str, PruneOptions]:
             reduction=args.reduction, max_run=args.max_run, bins=args.bins, binning=args.binning, k=args.k,
             max_samples=args.max_samples, skip_first=args.skip_first, seed=args.seed, n_samples=args.n_samples,
             seq_len=args.seq_len, out_dir=args.out, overwrite=args.overwrite, plots=not args.no_plots,
+            format=args.format or "hf",
             **execution_settings(args))
         return args.model, args.calib, options
     run = ReportedRun.read(args.from_report)
     model = run.model if args.model == "-" else args.model
     execution = run.options.execution.replace(device=args.device) if args.device else run.options.execution
-    output = run.options.output.replace(out_dir=args.out, overwrite=args.overwrite, plots=not args.no_plots)
+    output = run.options.output.replace(out_dir=args.out, overwrite=args.overwrite, plots=not args.no_plots,
+                                        **({"format": args.format} if args.format else {}))
     options = dataclasses.replace(run.options, execution=execution, output=output)
     return model, args.calib or run.calibration, options
 

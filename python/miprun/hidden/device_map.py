@@ -17,6 +17,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from miprun.models.blocks import find_blocks
+from miprun.models.gguf import check_placement as check_gguf_placement, find_gguf
 from miprun.models.loading import resolve_dtype
 
 __all__ = ["DEVICE_MAPS", "DeviceMapSource", "execution_device", "load_with_device_map"]
@@ -49,6 +50,9 @@ def load_with_device_map(model_dir, *, device_map="auto", dtype=None, max_memory
     config : transformers.PretrainedConfig, optional
         The model's config when already read.
     """
+    gguf = find_gguf(model_dir)
+    if gguf is not None:
+        check_gguf_placement(gguf, device_map=device_map)
     kwargs = {"device_map": device_map, "dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
     optional = {"max_memory": max_memory, "config": config, "attn_implementation": attn_implementation,
                 "offload_folder": None if offload_folder is None else str(Path(offload_folder))}

@@ -26,7 +26,8 @@ from torch import nn
 from miprun.hidden.device_map import DEVICE_MAPS, DeviceMapSource
 from miprun.hidden.in_memory import InMemorySource, load_in_memory
 from miprun.hidden.stream import prepare_offload, resolve_offload
-from miprun.models.loading import check_causal_lm, load_config, local_dir
+from miprun.models.gguf import check_placement as check_gguf_placement, find_gguf
+from miprun.models.loading import check_causal_lm, load_config, load_model, local_dir
 
 __all__ = ["DEVICE_MAPS", "BlockSource", "open_source", "parse_max_memory"]
 
@@ -158,8 +159,8 @@ def open_source(model, *, offload: bool | str = False, device_map=None, max_memo
     Parameters
     ----------
     model : transformers PreTrainedModel, str or Path
-        A loaded causal LM, a local checkpoint folder or a hub id. Streaming and device maps
-        need a local folder.
+        A loaded causal LM, a local checkpoint folder, a hub id or a GGUF model (loaded
+        dequantised). Streaming and device maps need a local safetensors checkpoint.
     offload : bool or "auto"
         Stream the weights one block at a time from the safetensors shards. ``"auto"``
         streams a local folder whose weights plus two hidden states would not fit in the
@@ -217,6 +218,11 @@ def open_source(model, *, offload: bool | str = False, device_map=None, max_memo
     if not isinstance(model, (str, os.PathLike)):
         raise ValueError(f"model must be a loaded causal LM, a local folder or a hub id, got {type(model).__name__}")
     folder = local_dir(model)
+    gguf = find_gguf(model) if folder is not None else None
+    if gguf is not None:  # one file of quantised blocks: loaded whole, dequantised (offload="auto" means no)
+        check_gguf_placement(gguf, offload=offload, device_map=device_map)
+        loaded = load_model(gguf, device=device, dtype=dtype)
+        return InMemorySource(loaded, device=device, config=config if config is not None else loaded.config)
     if folder is None and (offload is True or device_map is not None):
         raise ValueError(f"{'offload' if offload is True else 'device_map'} needs a local checkpoint folder, got hub "
                          f"id {model!r}; download it first (huggingface-cli download {model} --local-dir DIR)")

@@ -24,6 +24,7 @@ from transformers.utils import logging as hf_logging
 from miprun.models.blocks import find_blocks, num_blocks_of, text_config
 from miprun.models.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint, tensor_mismatch_error
 from miprun.models.families import family_of
+from miprun.models.gguf import find_gguf, load_gguf_config, load_gguf_model, load_gguf_tokenizer
 
 __all__ = ["resolve_dtype", "local_dir", "looks_like_path", "hub_unreachable", "HubUnavailableError", "load_config",
            "check_loading_info", "check_causal_lm", "num_blocks_of", "text_config",
@@ -56,6 +57,8 @@ def resolve_dtype(dtype):
 def local_dir(name_or_path) -> Path | None:
     """The model folder when ``name_or_path`` is a local path; None when it is a hub id.
 
+    For a GGUF file (``model.gguf``) it is the folder that holds the file.
+
     A name that exists on disk is a local path. A name that looks like a path and does not
     exist is an error, not a hub id to try: it starts with ``./``, ``../``, ``/`` or ``~``,
     its first folder exists here (``models/typo``), it ends with a file suffix, or it is
@@ -66,13 +69,16 @@ def local_dir(name_or_path) -> Path | None:
     FileNotFoundError
         A path that does not exist.
     ValueError
-        A file that is not a folder.
+        A file that is neither a folder nor a ``.gguf`` file.
     """
     s = os.fspath(name_or_path)
     p = Path(s).expanduser()
     if p.exists():
         if not p.is_dir():
-            raise ValueError(f"model {s} is a file; give the folder that holds config.json and the weights")
+            if find_gguf(p) is not None:
+                return p.resolve().parent
+            raise ValueError(f"model {s} is a file; give the folder that holds config.json and the weights "
+                             f"(or a .gguf file)")
         return p.resolve()
     if looks_like_path(s):
         raise FileNotFoundError(f"local path {s} does not exist; check the spelling (a Hugging Face Hub id is "
@@ -145,8 +151,12 @@ def _pretrained(loader, name_or_path, folder: Path | None, *, what: str = "model
 def load_config(name_or_path, *, trust_remote_code: bool = False):
     """The model's config (cheap: no weights), with errors that say what is wrong."""
     folder = local_dir(name_or_path)
+    gguf = find_gguf(name_or_path) if folder is not None else None
+    if gguf is not None:
+        return load_gguf_config(gguf)
     if folder is not None and not (folder / "config.json").is_file():
-        raise ValueError(f"{folder} has no config.json: it is not a Hugging Face model folder")
+        raise ValueError(f"{folder} has no config.json: it is not a Hugging Face model folder (nor a folder "
+                         f"holding one .gguf file)")
     try:
         return _pretrained(AutoConfig.from_pretrained, name_or_path, folder, trust_remote_code=trust_remote_code)
     except HubUnavailableError:
@@ -190,7 +200,8 @@ def load_model(name_or_path, *, device=None, dtype=None, trust_remote_code: bool
     Parameters
     ----------
     name_or_path : str or Path
-        A local model folder or a Hugging Face Hub id.
+        A local model folder, a Hugging Face Hub id, or a GGUF model (a ``.gguf`` file, or
+        a folder holding one): loaded with every weight dequantised.
     device : str or torch.device, optional
         Where to put it; default CPU.
     dtype : str or torch.dtype, optional
@@ -206,6 +217,13 @@ def load_model(name_or_path, *, device=None, dtype=None, trust_remote_code: bool
     config = load_config(name_or_path, trust_remote_code=trust_remote_code)
     check_causal_lm(config, str(name_or_path), trust_remote_code=trust_remote_code)
     folder = local_dir(name_or_path)
+    gguf = find_gguf(name_or_path) if folder is not None else None
+    if gguf is not None:
+        with _quiet_transformers():
+            model = load_gguf_model(gguf, dtype=resolve_dtype(dtype), config=config)
+        if device is not None:
+            model.to(torch.device(device))
+        return model
     if folder is not None and ((folder / SINGLE_NAME).exists() or (folder / INDEX_NAME).exists()):
         Checkpoint(folder)  # a truncated or damaged file is named here, before safetensors fails on it
     try:
@@ -254,9 +272,12 @@ def _quiet_transformers():
 
 
 def load_tokenizer(name_or_path, *, trust_remote_code: bool = False):
-    """Load the tokenizer saved with a model (local folder or hub id)."""
+    """Load the tokenizer saved with a model (local folder or hub id), or the one a GGUF file carries."""
     folder = local_dir(name_or_path)
     try:
+        gguf = find_gguf(name_or_path) if folder is not None else None
+        if gguf is not None:
+            return load_gguf_tokenizer(gguf)
         return _pretrained(AutoTokenizer.from_pretrained, name_or_path, folder, what="tokenizer",
                            trust_remote_code=trust_remote_code)
     except HubUnavailableError:
@@ -279,12 +300,15 @@ class ModelInfo:
     config : transformers.PretrainedConfig
     num_blocks : int
         Decoder blocks ``T``.
+    gguf_file : Path or None
+        The GGUF file it is read from, when it is a GGUF model (then ``folder`` holds it).
     """
 
     name: str
     folder: Path | None
     config: Any
     num_blocks: int
+    gguf_file: Path | None = None
 
 
 def inspect_model(model, *, trust_remote_code: bool = False, require_family: bool = True) -> ModelInfo:
@@ -294,9 +318,11 @@ def inspect_model(model, *, trust_remote_code: bool = False, require_family: boo
     model, a model that is not a causal LM, fewer than 2 blocks, and (with
     ``require_family``) an architecture whose blocks :mod:`miprun.surgery` cannot remove.
     """
+    gguf = None
     if isinstance(model, (str, os.PathLike)):
         name = os.fspath(model)
         folder = local_dir(model)
+        gguf = find_gguf(model) if folder is not None else None
         config = load_config(model, trust_remote_code=trust_remote_code)
         check_causal_lm(config, name, trust_remote_code=trust_remote_code)
         total = num_blocks_of(config)
@@ -311,4 +337,4 @@ def inspect_model(model, *, trust_remote_code: bool = False, require_family: boo
         family_of(text_config(config))
     if total < 2:
         raise ValueError(f"the model has {total} block(s); scoring and pruning need at least 2")
-    return ModelInfo(name=name, folder=folder, config=config, num_blocks=total)
+    return ModelInfo(name=name, folder=folder, config=config, num_blocks=total, gguf_file=gguf)

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 from miprun.util.options import Options
 
-__all__ = ["OutputOptions"]
+__all__ = ["OutputOptions", "FORMATS"]
+
+#: What ``prune`` writes: a Hugging Face checkpoint, or (for a GGUF input) a GGUF file.
+FORMATS = ("hf", "gguf")
 
 
 @dataclass(frozen=True)
@@ -22,11 +25,16 @@ class OutputOptions(Options):
         Replace an earlier miprun output (or an empty folder) at ``out_dir``.
     plots : bool
         Write the score-table and single-block plots beside the report.
+    format : str
+        ``"hf"`` (default): a Hugging Face checkpoint (safetensors, config, tokenizer);
+        ``"gguf"``: for a GGUF input, a GGUF file holding the input's kept blocks as they
+        are (same quantisation), renumbered.
     """
 
     out_dir: str | None = None
     overwrite: bool = False
     plots: bool = True
+    format: str = "hf"
 
     def __post_init__(self) -> None:
         if self.out_dir is not None:
@@ -36,3 +44,5 @@ class OutputOptions(Options):
         for name in ("overwrite", "plots"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")

@@ -19,10 +19,12 @@ import torch
 from miprun._native import core
 from miprun.calibration.resolve import resolve_calibration
 from miprun.evaluate.calibration_loss import CalibrationLoss
+from miprun.models.gguf import check_placement as check_gguf_placement
 from miprun.models.loading import ModelInfo, inspect_model, load_tokenizer
 from miprun.output.plots import standard_plots
 from miprun.output.report import build_report, describe_source
 from miprun.output.guard import check_output_dir
+from miprun.output.gguf import write_pruned_gguf
 from miprun.output.save import save_pruned
 from miprun.output.shards import write_pruned_checkpoint
 from miprun.output.surgery import remove_blocks
@@ -172,6 +174,11 @@ def _prepare(model, calibration, options: PruneOptions, tokenizer) -> _Prepared:
     """Everything cheap first: config, block count, output folder, calibration tokens."""
     execution = options.execution
     info = inspect_model(model, trust_remote_code=execution.trust_remote_code, require_family=True)
+    if info.gguf_file is not None:
+        check_gguf_placement(info.gguf_file, offload=execution.offload, device_map=execution.device_map)
+    elif options.output.format == "gguf":
+        raise ValueError(f"format='gguf' (--format gguf) copies the kept blocks of a GGUF input file, and {info.name} "
+                         f"is not one (a .gguf file, or a folder holding one); use format='hf' (the default)")
     if execution.offload is True and not isinstance(model, (str, Path)):
         raise ValueError("offload=True streams weights from a checkpoint folder: pass the model's folder, "
                          "not a loaded model")
@@ -236,6 +243,9 @@ def _write(source, pruned, plan: Plan, table: ScoreTable, prep: _Prepared, optio
         return report()
 
     overwrite = options.output.overwrite
+    if options.output.format == "gguf":  # the input file's kept blocks, copied as they are
+        return write_pruned_gguf(prep.info.gguf_file, plan.removed, prep.out_dir, report=final_report,
+                                 plots=figures, overwrite=overwrite, protect=prep.protect)
     if pruned is None:
         return write_pruned_checkpoint(prep.info.folder, plan.removed, prep.out_dir, report=final_report,
                                        overwrite=overwrite, tokenizer_dir=prep.info.folder, plots=figures,
