@@ -67,7 +67,7 @@ def bins(text: str):
 
 def add_model_options(p: argparse.ArgumentParser, *, offload: bool = True) -> None:
     """MODEL and how it runs: device, dtype, device map, memory limits, remote code."""
-    p.add_argument("model", help="local model folder or Hugging Face Hub id")
+    p.add_argument("model", help="local model folder, a .gguf file, or a Hugging Face Hub id")
     p.add_argument("--device", default=None, help="compute device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="dtype to load the model in")
     p.add_argument("--device-map", choices=DEVICE_MAPS, default=None,
