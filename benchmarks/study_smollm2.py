@@ -1,0 +1,241 @@
+"""Study 5: which selector gives the lowest held-out perplexity on a real 30-block model, at what cost?
+
+Model: SmolLM2-135M-Instruct (Llama, 30 blocks) from its Q4_1 GGUF file, loaded dequantised
+in float32 on the CPU. Calibration: 32 windows x 512 tokens of WikiText-2 valid (seed 0),
+drawn as ``miprun.calibration.windows`` does. The first ``32 - held`` windows are scored;
+the last ``held`` windows (``--held``, default 4) are held back and are what SLEB and
+``verify`` measure their calibration loss on (one ``CalibrationLoss`` each, so that their
+forward passes are counted apart). The pipeline holds back ``max(1, n // 4)`` = 8 windows
+for ``verify``; fewer here, to fit SLEB's O(T N) passes into a CPU time box.
+
+Each estimator is scored once (hist pooled, cosine, angular, gaussian) and its table
+serves every ratio. For 3, 6 and 9 removed blocks (10/20/30 %): fast_block_select,
+optimal and greedy on the hist table, ShortGPT (cosine), Gromov (angular), a random plan
+(seed 0), SLEB, and ``verify`` K = 2 and 4 (fast_block_select's K best plus the portfolio,
+on the hist table). Each plan is evaluated by bypassing its blocks
+(``miprun.evaluate.calibration_loss.bypassed``, the model ``remove_blocks`` makes) on
+held-out text: WikiText-2 test (16 x 512 windows) and C4 (up to 16 x 512). Single-block
+truth: the perplexity with each one block removed (WikiText-2 test, 8 x 512), against which
+every estimator's single-block score is ranked (Spearman).
+
+Run: ``PYTHONPATH=python python benchmarks/study_smollm2.py --out /tmp/study_smollm2.json``
+(about 30 minutes on 2 CPU threads). The JSON is rewritten after every step, so an
+interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import miprun
+import numpy as np
+import torch
+from miprun.evaluate.calibration_loss import CalibrationLoss, bypassed
+from miprun.evaluate.perplexity import perplexity
+from miprun.evaluate.summary import read_text, tokenize_text
+from miprun.models.loading import load_model, load_tokenizer
+from study_common import DATA, TEXT, calibration_ids, machine, markdown, token_stream
+
+GGUF = DATA / "models" / "smollm2-135m-instruct-gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+WIKI_VALID = TEXT / "wikitext-2-raw" / "wiki.valid.raw"
+WIKI_TEST = TEXT / "wikitext-2-raw" / "wiki.test.raw"
+C4 = TEXT / "c4" / "c4_demo_300docs.json"
+SCORE_ONLY = ("fast_block_select", "optimal", "greedy", "shortgpt", "gromov", "random")
+SELECTORS = SCORE_ONLY + ("sleb", "verify2", "verify4")
+
+
+class Evaluator:
+    """Held-out perplexity with a set of blocks bypassed, each (text, set) measured once."""
+
+    def __init__(self, model, texts: dict[str, torch.Tensor], seq_len: int):
+        self.model, self.texts, self.seq_len, self.cache = model, texts, seq_len, {}
+
+    def __call__(self, text: str, removed) -> float:
+        key = (text, tuple(sorted(int(b) for b in removed)))
+        if key not in self.cache:
+            with bypassed(self.model, key[1]):
+                self.cache[key] = perplexity(self.model, self.texts[text], seq_len=self.seq_len,
+                                             batch_size=8).perplexity
+        return self.cache[key]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="/tmp/study_smollm2.json")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-samples", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--held", type=int, default=4, help="calibration windows held back for SLEB / verify")
+    ap.add_argument("--ratios", default="3,6,9")
+    ap.add_argument("--wiki-windows", type=int, default=16)
+    ap.add_argument("--c4-windows", type=int, default=16)
+    ap.add_argument("--single-windows", type=int, default=8)
+    ap.add_argument("--budget-s", type=float, default=1e9,
+                    help="skip the steps (single-block truth, then C4) that would start after this many seconds")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    out: dict = {"machine": machine(args.threads), "platform": platform.platform(), "args": vars(args),
+                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "skipped": []}
+    try:
+        from importlib.metadata import version
+        out["gguf_version"] = version("gguf")
+    except Exception:  # noqa: BLE001 - only a label in the report
+        out["gguf_version"] = None
+    path = Path(args.out)
+
+    def save() -> None:
+        out["seconds_total"] = time.perf_counter() - t_start
+        path.write_text(json.dumps(out, indent=1))
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:7.1f} s] {msg}", flush=True)
+
+    print(out["machine"])
+    t = time.perf_counter()
+    model = load_model(GGUF, dtype=torch.float32).eval()
+    tok = load_tokenizer(GGUF)
+    T = len(model.model.layers)
+    out["load_s"] = time.perf_counter() - t
+    calib = calibration_ids(WIKI_VALID, tok, n_samples=args.n_samples, seq_len=args.seq_len, seed=0)
+    score_ids, loss_ids = calib[:args.n_samples - args.held], calib[args.n_samples - args.held:]
+    wiki = tokenize_text(read_text(WIKI_TEST), tok)
+    c4 = token_stream(C4, tok)
+    n_c4 = min(args.c4_windows, int(c4.numel() // args.seq_len))
+    L = args.seq_len
+    texts = {"wikitext2": wiki[:args.wiki_windows * L], "c4": c4[:n_c4 * L], "single": wiki[:args.single_windows * L]}
+    out["texts"] = {"wikitext2_test_windows": args.wiki_windows, "c4_windows": n_c4,
+                    "c4_tokens_available": int(c4.numel()), "single_windows": args.single_windows,
+                    "calibration": {"windows": args.n_samples, "scored": int(score_ids.shape[0]),
+                                    "held_back_for_loss": int(loss_ids.shape[0]), "seq_len": L, "seed": 0}}
+    ev = Evaluator(model, texts, L)
+    ratios = [int(r) for r in args.ratios.split(",")]
+    max_n = max(ratios)
+
+    # --- scoring, once per estimator
+    tables, out["scoring_s"] = {}, {}
+    for name, kw in (("hist", {"estimator": "hist", "reduction": "pooled", "max_run": max_n}),
+                     ("cosine", {"estimator": "cosine", "max_run": 1}),
+                     ("angular", {"estimator": "angular", "max_run": max_n}),
+                     ("gaussian", {"estimator": "gaussian", "max_run": 1})):
+        t = time.perf_counter()
+        tables[name] = miprun.score_blocks(model, score_ids, progress=False, seed=0, **kw)
+        out["scoring_s"][name] = time.perf_counter() - t
+        log(f"scored {name} in {out['scoring_s'][name]:.1f} s")
+    out["single_scores"] = {k: [float(v) for v in tb.normalised()[:, 0]] for k, tb in tables.items()}
+    save()
+
+    # --- plans
+    plans: dict[str, dict[int, dict]] = {s: {} for s in SELECTORS}
+    rng = np.random.default_rng(0)
+    for n in ratios:
+        for s in SCORE_ONLY:
+            t = time.perf_counter()
+            if s == "random":
+                removed = sorted(int(b) for b in rng.choice(T, n, replace=False))
+                evaluations = 0
+            else:
+                table = tables["cosine" if s == "shortgpt" else "angular" if s == "gromov" else "hist"]
+                plan = miprun.select(table, n, selector=s)
+                removed, evaluations = list(plan.removed), plan.evaluations
+            plans[s][n] = {"removed": removed, "forward_passes": 0, "run_scores_read": evaluations,
+                           "select_s": time.perf_counter() - t}
+        for k in (2, 4):
+            oracle = CalibrationLoss(model, loss_ids, batch_size=8)
+            t = time.perf_counter()
+            plan = miprun.select(tables["hist"], n, selector="fast_block_select", verify=k, loss=oracle)
+            entry = next(e for e in plan.trace if e.get("kind") == "verify")
+            plans[f"verify{k}"][n] = {"removed": list(plan.removed), "forward_passes": entry["forward_passes"],
+                                      "select_s": time.perf_counter() - t, "chosen_sources": entry["chosen_sources"],
+                                      "candidates": [{"removed": c["removed"], "sources": c["sources"],
+                                                      "loss": c["loss"]} for c in entry["candidates"]]}
+        log(f"score-only and verify plans for n={n}")
+    out["plans"] = plans
+    save()
+    sleb_loss = CalibrationLoss(model, loss_ids, batch_size=8)
+    for n in ratios:  # one oracle for all ratios: SLEB's plan for n extends its plan for a smaller n
+        t = time.perf_counter()
+        plan = miprun.select(None, n, selector="sleb", num_blocks=T, loss=sleb_loss)
+        plans["sleb"][n] = {"removed": list(plan.removed), "forward_passes": plan.evaluations,
+                            "select_s": time.perf_counter() - t, "order": [e["removed_block"] for e in plan.trace
+                                                                          if e.get("kind") == "step"]}
+        # the oracle's cache carries the earlier ratios' passes: the time of this n alone is the sum
+        plans["sleb"][n]["select_s_cumulative"] = sleb_loss.seconds
+        log(f"sleb n={n}: {plan.removed}, {plan.evaluations} passes, oracle {sleb_loss.seconds:.0f} s so far")
+        save()
+    # a standalone SLEB run for n pays every pass of its own search: seconds scale with passes
+    for n in ratios:
+        plans["sleb"][n]["select_s"] = sleb_loss.seconds * plans["sleb"][n]["forward_passes"] / sleb_loss.passes
+
+    # --- held-out perplexity on WikiText-2 test
+    out["ppl"] = {"wikitext2": {"dense": ev("wikitext2", ())}, "c4": {}}
+    log(f"dense wikitext2 {out['ppl']['wikitext2']['dense']:.2f}")
+    for n in ratios:
+        for s in SELECTORS:
+            out["ppl"]["wikitext2"][f"{s}@{n}"] = ev("wikitext2", plans[s][n]["removed"])
+        log(f"wikitext2 n={n} done")
+        save()
+
+    # --- single-block truth
+    if time.perf_counter() - t_start < args.budget_s:
+        truth = []
+        for b in range(T):
+            truth.append(ev("single", (b,)))
+        out["single_truth"] = {"ppl": truth, "dense": ev("single", ())}
+        from scipy.stats import spearmanr
+        out["spearman"] = {k: float(spearmanr(v, truth).statistic) for k, v in out["single_scores"].items()}
+        log("single-block truth done")
+        save()
+    else:
+        out["skipped"].append("single-block truth")
+
+    # --- C4
+    if n_c4 and time.perf_counter() - t_start < args.budget_s:
+        out["ppl"]["c4"]["dense"] = ev("c4", ())
+        for n in ratios:
+            if time.perf_counter() - t_start >= args.budget_s:
+                out["skipped"].append(f"c4 from n={n}")
+                break
+            for s in SELECTORS:
+                out["ppl"]["c4"][f"{s}@{n}"] = ev("c4", plans[s][n]["removed"])
+            log(f"c4 n={n} done")
+            save()
+    else:
+        out["skipped"].append("c4")
+    save()
+    report(out, ratios)
+
+
+def report(out: dict, ratios: list[int]) -> None:
+    """Print the tables of a results dict (also usable on a saved JSON)."""
+    plans = out["plans"]
+    for text in ("wikitext2", "c4"):
+        ppl = out["ppl"].get(text, {})
+        if not ppl:
+            continue
+        print(f"\nPerplexity on {text} (dense {ppl.get('dense', float('nan')):.2f})\n")
+        rows = [[s] + [ppl.get(f"{s}@{n}", float("nan")) for n in ratios] for s in SELECTORS]
+        print(markdown(["selector"] + [f"{n} of 30" for n in ratios], rows))
+    print("\nForward passes (loss measurements) and selection seconds\n")
+    print(markdown(["selector"] + [f"passes {n}" for n in ratios] + [f"s {n}" for n in ratios],
+                   [[s] + [plans[s][str(n)]["forward_passes"] if str(n) in plans[s] else plans[s][n]["forward_passes"]
+                           for n in ratios]
+                    + [float(plans[s][str(n)]["select_s"] if str(n) in plans[s] else plans[s][n]["select_s"])
+                       for n in ratios] for s in SELECTORS]))
+    print("\nPlans\n")
+    print(markdown(["selector"] + [f"{n}" for n in ratios],
+                   [[s] + [(plans[s].get(str(n)) or plans[s].get(n))["removed"] for n in ratios] for s in SELECTORS]))
+    if "spearman" in out:
+        print("\nSpearman rho of each single-block score (oriented: higher = more removable) with the perplexity "
+              "after removing that block alone (good: near -1)\n")
+        print(markdown(["estimator", "rho"], [[k, v] for k, v in out["spearman"].items()]))
+    print(f"\nskipped: {out['skipped'] or 'nothing'}; total {out.get('seconds_total', math.nan):.0f} s")
+
+
+if __name__ == "__main__":
+    main()
