@@ -37,6 +37,21 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
+def _interruption(exc: BaseException) -> type | None:
+    """KeyboardInterrupt or Terminated behind ``exc``, when some library wrapped it in another error.
+
+    A signal lands wherever Python is: inside a class body being created (a lazy
+    ``import matplotlib``), Python re-raises it as a RuntimeError whose cause is the signal's.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (KeyboardInterrupt, Terminated)):
+            return type(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``miprun`` command; returns the exit status (0 ok, 2 user error, 130/143 interrupted)."""
     parser = build_parser()
@@ -48,15 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_raises():
             return int(args.func(args) or 0)
-    except USER_ERRORS as exc:
-        print(f"miprun: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("miprun: interrupted; unfinished output removed", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("miprun: terminated (SIGTERM); unfinished output removed", file=sys.stderr)
-        return 143
+    except BaseException as exc:  # noqa: BLE001 - sorted below; anything else is re-raised
+        signal_seen = _interruption(exc)
+        if signal_seen is KeyboardInterrupt:
+            print("miprun: interrupted; unfinished output removed", file=sys.stderr)
+            return 130
+        if signal_seen is Terminated:
+            print("miprun: terminated (SIGTERM); unfinished output removed", file=sys.stderr)
+            return 143
+        if isinstance(exc, USER_ERRORS):
+            print(f"miprun: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        raise
     finally:
         while OPENED:
             OPENED.pop().close()
