@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,37 @@ def data_file(rel: str) -> Path:
     if not p.exists():
         pytest.skip(f"data file {p} not found (set MIPRUN_DATA to the shared data folder)")
     return p
+
+
+def stories_copy(folder: Path) -> Path:
+    """A copy of stories260K at ``folder``, to edit or write beside; skips the test when the model is absent."""
+    if not (STORIES / "config.json").exists():
+        pytest.skip(f"stories260K model not found at {STORIES}")
+    shutil.copytree(STORIES, folder)
+    return folder
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` for the block, then put back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def record_checkpoint_reads(monkeypatch) -> list[list[str]]:
+    """Every ``Checkpoint.load`` call's tensor names, in order, from now on in the test."""
+    from miprun.models.checkpoint import Checkpoint
+    reads: list[list[str]] = []
+    real_load = Checkpoint.load
+
+    def recording_load(self, names, **kw):
+        names = list(names)
+        reads.append(names)
+        return real_load(self, names, **kw)
+
+    monkeypatch.setattr(Checkpoint, "load", recording_load)
+    return reads

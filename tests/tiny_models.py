@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import torch_threads
 import transformers as tf
 
 #: Vocabulary of the ``"standard"`` and ``"stream"`` models and of :func:`calibration_ids`.
@@ -277,6 +278,15 @@ def word_tokenizer():
                                       unk_token="<unk>", pad_token="<pad>")
 
 
+class CharTokenizer:
+    """One token per character (ids 10..), EOS 2: calibration lengths are easy to predict."""
+
+    eos_token_id = 2
+
+    def __call__(self, texts, add_special_tokens=False, verbose=True):
+        return {"input_ids": [[10 + (ord(c) % 200) for c in t] for t in texts]}
+
+
 def random_text(n_words: int, seed: int) -> str:
     """``n_words`` words of :data:`WORDS` drawn with ``seed``, space separated."""
     g = torch.Generator().manual_seed(seed)
@@ -289,7 +299,5 @@ def random_text(n_words: int, seed: int) -> str:
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models run fastest on one thread; more only add contention on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield

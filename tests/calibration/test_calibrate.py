@@ -7,23 +7,15 @@ import json
 import pytest
 import torch
 from support import STORIES, data_file, requires_stories
+from tiny_models import CharTokenizer
 
 from miprun.calibration.windows import draw_windows, load_calibration, read_documents, record_text, window_length
-
-
-class _CharTokenizer:
-    """One token per character (ids 10..), EOS 2: lengths are easy to predict."""
-
-    eos_token_id = 2
-
-    def __call__(self, texts, add_special_tokens=False, verbose=True):
-        return {"input_ids": [[10 + (ord(c) % 200) for c in t] for t in texts]}
 
 
 def test_txt_documents_are_joined_with_eos(tmp_path):
     f = tmp_path / "a.txt"
     f.write_text("abc<|endoftext|>de<|endoftext|>fgh")
-    ids = load_calibration(f, _CharTokenizer(), n_samples=1, seq_len=10, seed=0)
+    ids = load_calibration(f, CharTokenizer(), n_samples=1, seq_len=10, seed=0)
     expected = [10 + ord(c) % 200 for c in "abc"] + [2] + [10 + ord(c) % 200 for c in "de"] + [2] + \
                [10 + ord(c) % 200 for c in "fgh"]
     assert ids.tolist() == [expected]
@@ -60,7 +52,7 @@ def test_too_few_windows_warns_and_fills_with_offsets():
 
 
 def test_errors_say_what_to_do(tmp_path):
-    tok = _CharTokenizer()
+    tok = CharTokenizer()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_calibration(tmp_path / "missing.txt", tok)
     empty = tmp_path / "empty.txt"

@@ -8,17 +8,11 @@ import random
 
 import pytest
 import torch
+from tiny_models import CharTokenizer
 
 from miprun.calibration.documents import read_documents, read_text_file
 from miprun.calibration.windows import draw_windows, load_calibration
 from miprun.evaluate.perplexity import read_text
-
-
-class _CharTokenizer:
-    eos_token_id = 2
-
-    def __call__(self, texts, add_special_tokens=False, verbose=True):
-        return {"input_ids": [[10 + (ord(c) % 200) for c in t] for t in texts]}
 
 
 def test_random_bytes_are_not_calibration_text(tmp_path):
@@ -26,7 +20,7 @@ def test_random_bytes_are_not_calibration_text(tmp_path):
     garbage.write_bytes(random.Random(0).randbytes(10000))
     with pytest.raises(ValueError, match=r"g\.txt is not text: \d+% of its characters are control or undecodable "
                                          r"bytes.*UTF-8"):
-        load_calibration(garbage, _CharTokenizer(), n_samples=2, seq_len=16)
+        load_calibration(garbage, CharTokenizer(), n_samples=2, seq_len=16)
     with pytest.raises(ValueError, match=r"g\.txt is not text"):
         read_text(garbage)
 

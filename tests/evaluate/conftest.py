@@ -8,12 +8,10 @@ model went from 0.05 s to 2 s with two threads under load).
 from __future__ import annotations
 
 import pytest
-import torch
+from support import torch_threads
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield

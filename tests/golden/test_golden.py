@@ -16,7 +16,7 @@ import torch
 
 import miprun
 from miprun.pipeline.demo import demo_model, demo_tokenizer
-from support import STORIES, requires_native, requires_stories
+from support import STORIES, requires_native, requires_stories, torch_threads
 
 GOLDEN = json.loads((Path(__file__).with_name("golden.json")).read_text())
 VARIANTS = [("hist", "pooled"), ("hist", "per_dim"), ("ksg", "pooled"), ("ksg", "per_dim"), ("ksg", "projection"),
@@ -29,10 +29,8 @@ SELECTORS = {"hist": ["fast_block_select", "optimal", "exhaustive", "greedy"],
 @pytest.fixture(autouse=True)
 def _recorded_threads():
     """The float sums of gaussian, cosine and angular depend on torch's thread count: use the recording's (2)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(2):
+        yield
 
 
 def weights_digest(folder: Path) -> str:

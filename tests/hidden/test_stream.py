@@ -16,7 +16,7 @@ from miprun.hidden.sources import open_source
 from miprun.hidden.stream import StreamedSource, prepare_offload
 from miprun.models.checkpoint import Checkpoint
 from tiny_models import STREAM_FAMILIES, calibration_ids, save_sharded, tiny_model
-from support import STORIES, requires_stories
+from support import STORIES, record_checkpoint_reads, requires_stories
 
 
 def streamed(folder, ids, *, batch_size=2, **kw):
@@ -85,15 +85,7 @@ def test_offload_stories_matches_hf_hidden_states():
 def test_only_one_block_is_resident(tmp_path, monkeypatch):
     model = tiny_model("llama", preset="stream", num_blocks=6)
     folder = save_sharded(model, tmp_path / "m")
-    reads = []
-    real_load = Checkpoint.load
-
-    def counting_load(self, names, **kw):
-        names = list(names)
-        reads.append(names)
-        return real_load(self, names, **kw)
-
-    monkeypatch.setattr(Checkpoint, "load", counting_load)
+    reads = record_checkpoint_reads(monkeypatch)
     source = prepare_offload(folder, n_samples=5, seq_len=12, batch_size=2, device="cpu")
     real_run = runner.run_block
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from support import DATA, requires_native
+from support import DATA, requires_native, torch_threads
 from tiny_models import greedy
 from transformers import AutoModelForCausalLM
 
@@ -26,10 +26,8 @@ HAS_GGUF = importlib.util.find_spec("gguf") is not None
 
 @pytest.fixture(autouse=True)
 def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(2):
+        yield
 
 
 def _run(argv, capsys):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 
 import pytest
-from support import STORIES, requires_stories
+from support import requires_stories
+from support import stories_copy as copy_stories
 
 from miprun.models import loading
 from miprun.models.loading import load_config, load_model, load_tokenizer, local_dir
@@ -16,11 +16,7 @@ from miprun.models.loading import load_config, load_model, load_tokenizer, local
 
 @pytest.fixture
 def stories_copy(tmp_path):
-    if not (STORIES / "config.json").exists():
-        pytest.skip(f"stories260K model not found at {STORIES}")
-    folder = tmp_path / "stories"
-    shutil.copytree(STORIES, folder)
-    return folder
+    return copy_stories(tmp_path / "stories")
 
 
 def _edit_config(folder, **changes):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import DATA, requires_native
+from support import DATA, requires_native, torch_threads
 from tiny_models import save_sharded, tiny_model
 
 import miprun
@@ -34,10 +34,8 @@ RTOL = ATOL = 1e-5
 
 @pytest.fixture(autouse=True)
 def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(2):
+        yield
 
 
 def _sha256(path: Path) -> str:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-from support import STORIES
+from support import stories_copy as copy_stories
 
 from miprun.models.loading import load_model
 from miprun.output.remote_code import carry_remote_code
@@ -18,10 +17,7 @@ AUTO_MAP = {"AutoConfig": "configuration_tiny.TinyConfig", "AutoModelForCausalLM
 
 @pytest.fixture
 def stories_with_auto_map(tmp_path):
-    if not (STORIES / "config.json").exists():
-        pytest.skip(f"stories260K model not found at {STORIES}")
-    folder = tmp_path / "src"
-    shutil.copytree(STORIES, folder)
+    folder = copy_stories(tmp_path / "src")
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = AUTO_MAP
     (folder / "config.json").write_text(json.dumps(config))

@@ -15,7 +15,7 @@ from miprun.output import shards
 from miprun.models.checkpoint import Checkpoint
 from miprun.output.shards import write_pruned_checkpoint
 from miprun.output.surgery import remove_blocks
-from support import STORIES, requires_stories
+from support import STORIES, record_checkpoint_reads, requires_stories
 from tiny_models import save_sharded, tiny_model
 
 
@@ -85,15 +85,7 @@ def test_stories_pruned_checkpoint_has_tokenizer_and_generates(tmp_path):
 def test_one_input_shard_in_memory_at_a_time(tmp_path, monkeypatch):
     src = save_sharded(tiny_model("llama", preset="stream"), tmp_path / "src")
     ckpt = Checkpoint(src)
-    reads = []
-    real_load = Checkpoint.load
-
-    def recording_load(self, names, **kw):
-        names = list(names)
-        reads.append(names)
-        return real_load(self, names, **kw)
-
-    monkeypatch.setattr(Checkpoint, "load", recording_load)
+    reads = record_checkpoint_reads(monkeypatch)
     written = []
     real_save = shards.save_file
     monkeypatch.setattr(shards, "save_file", lambda t, path, **kw: (written.append(len(t)), real_save(t, path, **kw)))

@@ -14,6 +14,7 @@ import torch
 
 from miprun.calibration.documents import (DOC_SEPARATOR, PLAIN_SUFFIXES, TEXT_SUFFIXES, read_documents,  # noqa: F401
                                           record_text)
+from miprun.models.blocks import text_config
 # Tokenising stops once the stream holds this many times the tokens the sample needs:
 # plenty of distinct windows to draw from, without tokenising a whole large corpus.
 STREAM_FACTOR = 8
@@ -71,8 +72,7 @@ def load_calibration(source, tokenizer, *, n_samples: int = 128, seq_len: int = 
 
 def window_length(seq_len: int | None, config=None) -> int:
     """``seq_len``, checked against the model's ``max_position_embeddings``; default ``min(2048, that)``."""
-    get = getattr(config, "get_text_config", None)
-    limit = getattr(get(decoder=True) if callable(get) else config, "max_position_embeddings", None)
+    limit = getattr(text_config(config), "max_position_embeddings", None)
     if seq_len is None:
         return min(DEFAULT_SEQ_LEN, limit) if isinstance(limit, int) else DEFAULT_SEQ_LEN
     if isinstance(limit, int) and seq_len > limit:
