@@ -11,11 +11,18 @@ shard's ``token_offset``; edge rows and KSG subsamples are chosen by GLOBAL toke
 gathered, histogram counts and other sums are all-reduced, so each process gets the
 single-process table (exactly for ``hist`` and ``ksg``; up to float summation order for
 ``gaussian``, ``cosine`` and ``angular``).
+
+Companion tables: the same pass can also score the similarity baselines' tables (``cosine``
+for ShortGPT, ``angular`` for Gromov et al.) next to the main estimator's, each up to its
+own run length, from the states it already sees: a second window keeps the states with
+their row norms, and one sum of row cosines per pair serves both (``1 - mean cos`` and
+``arccos(mean cos) / pi``). ``verify`` reads them to add those baselines' plans to its
+candidates without another forward pass.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -24,7 +31,7 @@ from miprun.mi.binning import resolve_bins
 from miprun.mi.scale import DISTANCE_ESTIMATORS
 from miprun.scoring.distributed import LocalReducer, Reducer
 from miprun.scoring.options import ScoringOptions
-from miprun.scoring.scorers import make_scorer
+from miprun.scoring.scorers import CosineScorer, make_scorer
 from miprun.scoring.table import ScoreTable
 from miprun.util.options import check_int
 from miprun.util.progress import progress_bar
@@ -48,7 +55,8 @@ def _token_rows(h: torch.Tensor, skip_first: int) -> torch.Tensor:
 
 def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, options: ScoringOptions | None = None,
                  *, progress: bool = True, reducer: Reducer | None = None, token_offset: int = 0,
-                 total_tokens: int | None = None, **scoring) -> ScoreTable:
+                 total_tokens: int | None = None, companions: Mapping[str, int] | None = None,
+                 **scoring) -> ScoreTable:
     """Score every run of up to ``options.max_run`` blocks while the hidden states stream past.
 
     Parameters
@@ -73,12 +81,22 @@ def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, op
         ``i * (seq_len - skip_first) + p - skip_first``, samples in rank order.
     total_tokens : int, optional
         Scored token rows of all processes; checked against the all-reduced count.
+    companions : mapping of str to int, optional
+        Similarity tables to score in the same pass, estimator (``"cosine"``, ``"angular"``)
+        -> longest run (``1..num_blocks``); e.g. ``{"cosine": 1, "angular": N}``, what the
+        ShortGPT and Gromov baselines read to remove ``N`` blocks. Each equals the table
+        that estimator gives when scored alone with that ``max_run``. A companion of the
+        main estimator within ``max_run`` is read off the main table. Costs one row-cosine
+        sum per pair ``(a, b)`` with ``b - a`` up to the longest companion run, and a window
+        of that many states (the states themselves, in their dtype) on their device.
 
     Returns
     -------
     ScoreTable
         ``values[a, L-1] = score(h_a, h_{a+L})`` for ``L <= max_run``; NaN past the last
-        block. ``settings`` records every option, the resolved bin count and token counts.
+        block. ``settings`` records every option, the resolved bin count and token counts
+        (and ``companions``: estimator -> run length, when asked for); ``companions``
+        holds the companion tables.
 
     Notes
     -----
@@ -97,6 +115,14 @@ def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, op
         raise ValueError(f"max_run must be an int in 1..{num_blocks} (the number of blocks), got {options.max_run!r}")
     check_int("token_offset", token_offset, low=0)
     reducer = reducer if reducer is not None else LocalReducer()
+    runs = _check_companions(companions, num_blocks)
+    # a companion of the main estimator within max_run is a slice of the main table; the others are scored
+    scored = {name: run for name, run in runs.items() if name != options.estimator or run > options.max_run}
+    similarity_run = max(scored.values(), default=0)
+    similarity = {name: CosineScorer(angular=name == "angular", reducer=reducer) for name in scored}
+    cos_scorer = CosineScorer(angular=False, reducer=reducer)
+    side = {name: np.full((num_blocks, run), np.nan) for name, run in scored.items()}
+    side_window: dict[int, object] = {}
     values = np.full((num_blocks, options.max_run), np.nan)
     scorer, shape, info = None, None, {}
     bar = progress_bar(num_blocks + 1, progress, desc="scoring", unit="state")
@@ -120,18 +146,60 @@ def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, op
                 values[a, b - a - 1] = scorer.finish(part, window[a], entry)
             window[b] = entry
             window.pop(b - options.max_run, None)  # runs ending later start at b - max_run + 1 or after
-            del x, h, entry
+            del entry
+            if similarity:
+                state = cos_scorer.encode(x)  # (x, row norms), as the cosine and angular scorers keep it
+                starts = range(max(0, b - similarity_run), b)
+                # every pair ending at b in one sweep and one collective; one cosine sum serves both tables
+                stats = reducer.all_reduce_sum(cos_scorer.pairs([side_window[a] for a in starts], state)) if b else []
+                for a, pair_stats in zip(starts, stats):
+                    for name, scorer_c in similarity.items():
+                        if b - a <= scored[name]:
+                            side[name][a, b - a - 1] = scorer_c.finish(pair_stats, side_window[a], state)
+                side_window[b] = state
+                side_window.pop(b - similarity_run, None)
+                del state
+            del x, h
             expected += 1
             bar.update(1)
     finally:
         bar.close()
         window.clear()
+        side_window.clear()
     if expected != num_blocks + 1:
         raise ValueError(f"expected {num_blocks + 1} states (h_0..h_{num_blocks}), got {expected}")
     settings = {**options.to_dict(), "num_blocks": num_blocks, "state_shape": list(shape), **info}
     if options.estimator in DISTANCE_ESTIMATORS:
         settings["reduction"] = None
-    return ScoreTable(values=values, estimator=options.estimator, settings=settings)
+    tables = {}
+    for name, run in runs.items():
+        own = {**options.replace(estimator=name, max_run=run).to_dict(), "num_blocks": num_blocks,
+               "state_shape": list(shape), **info, "edge_rows": None, "bins_resolved": None, "reduction": None,
+               "companion_of": options.estimator}
+        table_values = side[name] if name in side else values[:, :run].copy()
+        tables[name] = ScoreTable(values=table_values, estimator=name, settings=own)
+    if runs:
+        settings["companions"] = dict(runs)
+    return ScoreTable(values=values, estimator=options.estimator, settings=settings, companions=tables)
+
+
+def _check_companions(companions: Mapping[str, int] | None, num_blocks: int) -> dict[str, int]:
+    """``{estimator: longest run}`` of the companion tables, checked."""
+    if companions is None:
+        return {}
+    if not isinstance(companions, Mapping):
+        raise ValueError(f"companions must map an estimator to a run length, e.g. {{'cosine': 1, 'angular': 3}}, "
+                         f"got {companions!r}")
+    out = {}
+    for name, run in companions.items():
+        if name not in DISTANCE_ESTIMATORS:
+            raise ValueError(f"companion tables are the similarity baselines {DISTANCE_ESTIMATORS}, got {name!r}")
+        check_int(f"companions[{name!r}]", run, low=1)
+        if run > num_blocks:
+            raise ValueError(f"companions[{name!r}]={run} but the model has {num_blocks} blocks; "
+                             f"use a run length <= {num_blocks}")
+        out[name] = run
+    return out
 
 
 def _setup(x: torch.Tensor, options: ScoringOptions, reducer, token_offset: int, total_tokens: int | None):

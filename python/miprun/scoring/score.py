@@ -4,14 +4,16 @@
 source). :func:`score_tokens` is the step the pipeline calls once calibration is resolved:
 it opens the model's hidden states (in memory, streamed or device-mapped, chosen once in
 :mod:`miprun.hidden`), shares the tokens across data-parallel processes, and runs
-:func:`miprun.scoring.onepass.score_states`.
+:func:`miprun.scoring.onepass.score_states`. Both can score companion tables (the
+``cosine`` and ``angular`` tables of the ShortGPT and Gromov baselines) in the same pass,
+for ``verify`` to measure those baselines' plans too.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -43,7 +45,8 @@ class Scored:
 
 
 def score_tokens(model, input_ids: torch.Tensor, options: ScoringOptions, execution: ExecutionOptions, *,
-                 config, max_run: int, data_parallel: DataParallel | None = None, progress: bool = True) -> Scored:
+                 config, max_run: int, data_parallel: DataParallel | None = None, progress: bool = True,
+                 companions: Mapping[str, int] | None = None) -> Scored:
     """Score every run of up to ``max_run`` blocks of ``model`` over resolved token ids.
 
     Parameters
@@ -60,6 +63,10 @@ def score_tokens(model, input_ids: torch.Tensor, options: ScoringOptions, execut
         Longest run scored (overrides ``options.max_run``, already resolved by the caller).
     data_parallel : DataParallel, optional
         Share the samples across processes; every process gets the single-process table.
+    companions : mapping of str to int, optional
+        Similarity tables scored in the same pass, estimator -> longest run (e.g.
+        :meth:`miprun.selection.options.SelectionOptions.companions`); carried on the
+        table's ``companions`` (see :func:`miprun.scoring.onepass.score_states`).
     """
     options = options.replace(max_run=max_run)
     dp = data_parallel
@@ -71,10 +78,10 @@ def score_tokens(model, input_ids: torch.Tensor, options: ScoringOptions, execut
                          max_memory=execution.max_memory, device=execution.device, dtype=execution.load_dtype,
                          trust_remote_code=execution.trust_remote_code, n_samples=int(ids.shape[0]),
                          seq_len=int(ids.shape[1]), batch_size=execution.batch_size,
-                         config=config, window_bytes=_window_bytes(config, ids, options))
+                         config=config, window_bytes=_window_bytes(config, ids, options, companions))
     load_s = time.perf_counter() - t
     states = iter_hidden_states(source, ids, batch_size=execution.batch_size, progress=progress)
-    table = score_states(states, source.num_blocks, options, progress=False, **share)
+    table = score_states(states, source.num_blocks, options, progress=False, companions=companions, **share)
     table.settings.update({"batch_size": execution.batch_size, "offload": source.kind == "streamed",
                            "dtype": execution.dtype})
     if dp is not None:
@@ -82,17 +89,24 @@ def score_tokens(model, input_ids: torch.Tensor, options: ScoringOptions, execut
     return Scored(table=table, source=source, load_s=load_s)
 
 
-def _window_bytes(config, ids: torch.Tensor, options: ScoringOptions) -> int:
-    """Bytes the score window keeps, for the streamed path's pre-flight memory check."""
+def _window_bytes(config, ids: torch.Tensor, options: ScoringOptions,
+                  companions: Mapping[str, int] | None = None) -> int:
+    """Bytes the score window (and the companion tables' window) keeps, for the streamed path's pre-flight check."""
     text = text_config(config)
     hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0) or 0)
-    return window_bytes(options.estimator, n_tokens=int(ids.numel()), hidden=hidden, max_run=options.max_run)
+    n_tokens = int(ids.numel())
+    total = window_bytes(options.estimator, n_tokens=n_tokens, hidden=hidden, max_run=options.max_run)
+    runs = [int(run) for name, run in (companions or {}).items()
+            if name != options.estimator or int(run) > options.max_run]
+    if runs:  # the companions keep the states themselves, as the cosine scorer does
+        total += window_bytes("cosine", n_tokens=n_tokens, hidden=hidden, max_run=max(runs))
+    return total
 
 
 def score_blocks(model, calibration, options: ScoringOptions | None = None, *,
                  execution: ExecutionOptions | None = None, calibration_options: CalibrationOptions | None = None,
                  num_remove: int | None = None, tokenizer=None, data_parallel: DataParallel | None = None,
-                 progress: bool = True, **settings) -> ScoreTable:
+                 progress: bool = True, companions: Mapping[str, int] | None = None, **settings) -> ScoreTable:
     """Score every run of up to ``max_run`` blocks of a model in one forward pass.
 
     Parameters
@@ -112,12 +126,17 @@ def score_blocks(model, calibration, options: ScoringOptions | None = None, *,
         blocks only.
     data_parallel : DataParallel, optional
         Share the calibration samples across processes (``torchrun``).
+    companions : mapping of str to int, optional
+        Similarity tables to score in the same pass, estimator (``"cosine"``,
+        ``"angular"``) -> longest run; ``{"cosine": 1, "angular": N}`` is what
+        ``select(..., verify=K)`` reads to add the ShortGPT and Gromov plans for ``N``
+        blocks to its candidates.
 
     Returns
     -------
     ScoreTable
         ``settings`` holds every option plus a ``calibration`` description (source, sizes,
-        token count, sha256 of the token ids).
+        token count, sha256 of the token ids); ``companions`` the companion tables.
     """
     calib_kw, exec_kw, score_kw = route(settings, CalibrationOptions, ExecutionOptions, ScoringOptions)
     options = (options or ScoringOptions()).replace(**score_kw)
@@ -130,7 +149,7 @@ def score_blocks(model, calibration, options: ScoringOptions | None = None, *,
                                     config=info.config)
     run = options.run_length(num_remove, info.num_blocks)
     scored = score_tokens(model, ids, options, execution, config=info.config, max_run=run, data_parallel=data_parallel,
-                          progress=progress)
+                          progress=progress, companions=companions)
     scored.table.settings["calibration"] = desc
     scored.table.settings["model"] = info.name
     return scored.table

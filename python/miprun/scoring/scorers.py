@@ -29,6 +29,9 @@ from miprun.mi.ksg import (DEFAULT_POOLED_SAMPLES, DEFAULT_PROJECTION_SAMPLES, r
 
 # Float64 temporaries of the row-wise scorers are bounded to this many elements (256 MiB).
 CHUNK_ELEMENTS = 1 << 25
+# Row cosines of several pairs at once (CosineScorer.pairs) go through float64 temporaries of
+# this many elements (512 KiB): they stay in cache instead of being allocated afresh.
+CACHE_ELEMENTS = 1 << 16
 # Above this many candidates, a seeded O(m) sampler replaces torch.randperm (whose int64
 # permutation of every element of a large state would not fit in memory); below it the
 # sample is exactly the one miprun.mi.ksg.prepare draws.
@@ -198,6 +201,36 @@ class CosineScorer:
                               both_zero.to(torch.float64))
             total += cos.clamp(-1.0, 1.0).sum()
         return torch.stack([total, torch.tensor(float(n), dtype=torch.float64, device=xa.device)])
+
+    def pairs(self, earlier: list, eb) -> torch.Tensor:
+        """``torch.stack([self.pair(ea, eb) for ea in earlier])``, bit for bit, in one sweep over the rows.
+
+        The later state's rows are converted to float64 once for all earlier states, in
+        cache-sized chunks; the row cosines are then summed over the same row ranges as
+        :meth:`pair` sums them, so each total is the same float.
+        """
+        xb, nb = eb
+        n, d = xb.shape
+        rows = [torch.empty(n, dtype=torch.float64, device=xb.device) for _ in earlier]
+        step = max(1, CACHE_ELEMENTS // max(d, 1))
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            yb = xb[lo:hi].to(torch.float64)
+            for (xa, na), out in zip(earlier, rows):
+                dot = (xa[lo:hi].to(torch.float64) * yb).sum(1)
+                denom = na[lo:hi] * nb[lo:hi]
+                both_zero = (na[lo:hi] == 0) & (nb[lo:hi] == 0)
+                cos = torch.where(denom > 0, dot / torch.where(denom > 0, denom, torch.ones_like(denom)),
+                                  both_zero.to(torch.float64))
+                out[lo:hi] = cos.clamp(-1.0, 1.0)
+        count = torch.tensor(float(n), dtype=torch.float64, device=xb.device)
+        stats = []
+        for cos in rows:
+            total = torch.zeros((), dtype=torch.float64, device=xb.device)
+            for lo, hi in _row_chunks(n, d):  # the ranges pair() sums
+                total += cos[lo:hi].sum()
+            stats.append(torch.stack([total, count]))
+        return torch.stack(stats) if stats else torch.zeros((0, 2), dtype=torch.float64, device=xb.device)
 
     def finish(self, stats: torch.Tensor, ea, eb) -> float:
         mean_cos = float(stats[0] / stats[1])

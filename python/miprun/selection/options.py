@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from miprun.selection.select import SCALES, SELECTORS
+from miprun.selection.select import SCALES, SELECTORS, companion_runs
 from miprun.util.options import Options, check_choice, check_int
 
 __all__ = ["SelectionOptions", "BASELINE_ESTIMATORS", "SINGLE_BLOCK_SELECTORS"]
@@ -34,7 +34,9 @@ class SelectionOptions(Options):
         the other cheap selectors' plans) by calibration loss and keep the best; not with
         ``sleb``, which measures every step. As :func:`miprun.select`.
     portfolio : bool
-        With ``verify``: add the plans of :data:`miprun.selection.select.PORTFOLIO`.
+        With ``verify``: add the plans of :data:`miprun.selection.select.PORTFOLIO`, and of
+        :data:`~miprun.selection.select.BASELINE_PORTFOLIO` from the companion tables the
+        scoring pass adds (:meth:`companions`).
     """
 
     num_remove: int | None = None
@@ -104,6 +106,14 @@ class SelectionOptions(Options):
             raise ValueError(f"selector {self.selector!r} reads {need!r} scores (its paper's measure); got estimator="
                              f"{estimator!r}. Leave the estimator out, or set it to {need!r}")
         return need
+
+    def companions(self, num_remove: int) -> dict[str, int]:
+        """Companion tables the scoring pass adds for this selection (``companions=`` of ``score_tokens``).
+
+        With ``verify`` and ``portfolio``: ``{"cosine": 1, "angular": num_remove}``, the
+        tables of the ShortGPT and Gromov plans that verify measures too; else none.
+        """
+        return companion_runs(num_remove) if self.verify and self.portfolio else {}
 
     def select_kwargs(self) -> dict:
         """Keyword arguments of :func:`miprun.select` (everything but the count)."""

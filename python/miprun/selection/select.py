@@ -26,8 +26,10 @@ more redundant, better to remove. The selectors:
 
 With ``verify=K``, any selector but ``sleb`` proposes its K best plans under its own
 objective and (``portfolio=True``) the plans of the other cheap selectors on the same
-table; each is measured with ``loss`` and the lowest measured loss wins (see
-:func:`select`).
+table, plus the ShortGPT and Gromov plans on the table's companion ``cosine`` and
+``angular`` tables when the scoring pass produced them (:data:`BASELINE_PORTFOLIO`,
+:func:`companion_runs`); each is measured with ``loss`` and the lowest measured loss wins
+(see :func:`select`).
 
 Every plan's ``objective`` is the additive damage of its runs, read from the table's
 normalised scores (None where the table does not hold all its runs, or for run scores given
@@ -53,9 +55,12 @@ from miprun.scoring.table import DISTANCE_ESTIMATORS, MI_ESTIMATORS, ScoreTable
 
 SELECTORS = ("fast_block_select", "optimal", "exhaustive", "greedy", "shortgpt", "gromov", "sleb")
 #: Selectors whose plans ``verify`` adds to a selector's own K best (``portfolio=True``): the
-#: cheap ones that read any table, so one scoring pass serves them all. The baselines
-#: ``shortgpt`` and ``gromov`` read a table of their own distance, which an MI table is not.
+#: cheap ones that read any table, so one scoring pass serves them all.
 PORTFOLIO = ("fast_block_select", "optimal", "greedy")
+#: The baselines ``verify`` also adds (``portfolio=True``), each read from the table's
+#: companion table of its own distance (selector -> estimator), scored in the same pass
+#: (see :func:`companion_runs`); skipped, with the reason, when the table carries none.
+BASELINE_PORTFOLIO = {"shortgpt": "cosine", "gromov": "angular"}
 SCALES = ("raw", "normalised")
 
 RunScore = Callable[[int, int], float]
@@ -129,12 +134,17 @@ def select(
         single scores; ``gromov``: the K best single runs; ``fast_block_select``: the K
         best one-run-per-group choices among the runs its final pass scored, by their
         summed actual scores, its own plan first), plus with ``portfolio`` the plans of
-        :data:`PORTFOLIO` on the same table; measure each distinct plan once with
-        ``loss`` and keep the lowest (ties: the earlier candidate, the selector's own plan
-        first). Needs a ScoreTable. Every candidate and its loss are in the trace entry
-        ``{"kind": "verify", ...}``.
+        :data:`PORTFOLIO` on the same table and of :data:`BASELINE_PORTFOLIO`
+        (``shortgpt``, ``gromov``) on the table's companion ``cosine`` / ``angular``
+        tables, where it carries them (scored in the same pass, see
+        :func:`companion_runs`); measure each distinct plan once with ``loss`` and keep
+        the lowest (ties: the earlier candidate, the selector's own plan first). Needs a
+        ScoreTable. Every candidate (``source``: the selector that proposed it; ``sources``:
+        every proposer, ``name#rank``), its loss and the skipped portfolio members with the
+        reason are in the trace entry ``{"kind": "verify", ...}``.
     portfolio : bool
-        With ``verify``: add the other cheap selectors' plans (default True).
+        With ``verify``: add the other cheap selectors' plans and the baselines' plans
+        from the companion tables (default True).
 
     Returns
     -------
@@ -208,6 +218,17 @@ def select(
         return _select_callable(scores, num_remove, total, selector, log_base, allow_touching,
                                 max_iterations, max_subsets)
     return _select_table(table, num_remove, selector, **settings)
+
+
+def companion_runs(num_remove: int) -> dict[str, int]:
+    """The companion tables :data:`BASELINE_PORTFOLIO` reads to remove ``num_remove`` blocks.
+
+    ``{"cosine": 1, "angular": num_remove}``: ShortGPT ranks single blocks by ``1 - cos``,
+    Gromov reads runs of ``num_remove`` blocks by angular distance. Pass it as
+    ``companions=`` to :func:`miprun.scoring.score.score_blocks` (or ``score_tokens``) so
+    that ``select(..., verify=K)`` measures those plans too.
+    """
+    return {"cosine": 1, "angular": int(num_remove)}
 
 
 def _select_table(table: ScoreTable, num_remove: int, selector: str, *, scale: str, log_base: float,
@@ -421,9 +442,18 @@ def _verify(table: ScoreTable, num_remove: int, selector: str, settings: dict, l
         candidates.append({"source": selector, "rank": rank, "removed": removed, "selector_objective": value})
     members = [name for name in PORTFOLIO if name != selector] if portfolio else []
     skipped = []
+    for name, estimator in BASELINE_PORTFOLIO.items() if portfolio else ():
+        if name == selector:
+            continue
+        if estimator in table.companions:  # read from the companion table of the baseline's own distance
+            members.append(name)
+        else:
+            skipped.append({"source": name, "reason": f"the score table carries no {estimator!r} companion table "
+                                                      f"(score with companions=companion_runs(num_remove))"})
     for name in members:
+        source = table.companions[BASELINE_PORTFOLIO[name]] if name in BASELINE_PORTFOLIO else table
         try:
-            other = _select_table(table, num_remove, name, **settings)
+            other = _select_table(source, num_remove, name, **settings)
         except ValueError as exc:  # e.g. the table does not hold the runs this selector needs
             skipped.append({"source": name, "reason": str(exc)})
             continue
