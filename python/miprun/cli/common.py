@@ -61,6 +61,16 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a fraction such as 0.25, got {text!r}") from None
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e-4, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return v
+
+
 def bins(text: str):
     return int(text) if text.isdigit() else text
 

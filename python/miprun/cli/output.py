@@ -19,9 +19,30 @@ def print_plan(result) -> None:
     plan = result.plan
     print(f"removed blocks {plan.removed} of {plan.num_blocks} (selector {plan.selector}, estimator "
           f"{result.table.estimator}, {plan.evaluations} run scores read)")
+    heal = result.report.get("heal")
+    if heal:
+        for cut in heal["cuts"]:
+            first, last = cut["removed"]
+            run = f"blocks {first}-{last}" if last > first else f"block {first}"
+            if cut["method"] is None:
+                print(f"heal: {run} left unhealed: {cut['reason']}")
+                continue
+            fit, held = cut["fit"], cut["held_out"]
+            line = (f"heal: {run} {cut['method']} map after block {cut['after_block']}: relative residual "
+                    f"{_num(fit['relative_residual'])} (unhealed {_num(fit['unhealed_relative_residual'])})")
+            if held.get("tokens"):
+                line += (f", held out {_num(held['relative_residual'])} "
+                         f"(unhealed {_num(held['unhealed_relative_residual'])})")
+            if cut["reason"]:
+                line += f"; {cut['reason']}"
+            print(line)
     print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     if result.out_dir is not None:
         print(f"pruned model written to {result.out_dir} (report: {Path(result.out_dir) / 'report.json'})")
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def table_path(out, overwrite: bool, *, model, calibration) -> Path | None:

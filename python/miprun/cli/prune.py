@@ -7,9 +7,11 @@ import warnings
 
 from miprun.util.devices import resolve_device
 from miprun.cli.common import (add_calibration_options, add_model_options, add_scoring_options, count,
-                               execution_settings, fraction, join_data_parallel, non_negative, quiet_libraries)
+                               execution_settings, fraction, join_data_parallel, non_negative, non_negative_float,
+                               quiet_libraries)
 from miprun.cli.output import print_plan, print_single_block
 from miprun.models.loading import load_tokenizer
+from miprun.heal.options import FITS, METHODS
 from miprun.output.options import FORMATS
 from miprun.pipeline.options import PruneOptions, ReportedRun
 from miprun.pipeline.prune import prune
@@ -41,6 +43,15 @@ def register(sub) -> None:
                         "scoring, and keep the best (default 0: off; needs the model in memory)")
     p.add_argument("--no-portfolio", action="store_true",
                    help="with --verify: measure only the selector's own K best plans")
+    p.add_argument("--heal", choices=METHODS, default="none",
+                   help="after the cut: none (default); scale: one factor per channel on the MLP output of the "
+                        "block before each removed run; linear: a full map there (least squares on the calibration "
+                        "tokens, folded into that block's weights: the checkpoint stays a plain one)")
+    p.add_argument("--heal-fit", choices=FITS, default="sequential",
+                   help="sequential (default): each cut fitted on the model with the earlier cuts made and healed; "
+                        "dense: every cut on the unpruned model's states")
+    p.add_argument("--heal-ridge", type=non_negative_float, default=1e-4, metavar="R",
+                   help="ridge of the heal's least squares, relative to the mean squared MLP output (default 1e-4)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier miprun output (or an empty folder) at --out")
     p.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
@@ -62,6 +73,7 @@ def _options(args) -> tuple[str, str, PruneOptions]:
         options = PruneOptions.from_flat(
             num_remove=args.num_remove, ratio=args.ratio, selector=args.selector, estimator=args.estimator,
             verify=args.verify, portfolio=not args.no_portfolio,
+            heal=args.heal, heal_fit=args.heal_fit, heal_ridge=args.heal_ridge,
             reduction=args.reduction, max_run=args.max_run, bins=args.bins, binning=args.binning, k=args.k,
             max_samples=args.max_samples, skip_first=args.skip_first, seed=args.seed, n_samples=args.n_samples,
             seq_len=args.seq_len, out_dir=args.out, overwrite=args.overwrite, plots=not args.no_plots,

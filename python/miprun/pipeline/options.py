@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from miprun.calibration.options import CalibrationOptions
+from miprun.heal.options import HealOptions
 from miprun.hidden.options import ExecutionOptions
 from miprun.output.options import OutputOptions
 from miprun.scoring.options import ScoringOptions
@@ -23,12 +24,12 @@ from miprun.util.options import route
 __all__ = ["PruneOptions", "ReportedRun"]
 
 _SECTIONS = {"calibration": CalibrationOptions, "execution": ExecutionOptions, "scoring": ScoringOptions,
-             "selection": SelectionOptions, "output": OutputOptions}
+             "selection": SelectionOptions, "heal": HealOptions, "output": OutputOptions}
 
 
 @dataclass(frozen=True)
 class PruneOptions:
-    """The options of every step of :func:`miprun.prune`.
+    """The options of every step of :func:`miprun.prune`: calibration, execution, scoring, selection, heal, output.
 
     Build it from keyword arguments with :meth:`from_flat` (``num_remove=8, estimator="ksg",
     out_dir="pruned"``), or from the step objects themselves. A baseline selector fixes
@@ -39,6 +40,7 @@ class PruneOptions:
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
+    heal: HealOptions = field(default_factory=HealOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
 
     def __post_init__(self) -> None:
@@ -53,6 +55,13 @@ class PruneOptions:
             what = "selector 'sleb'" if self.selection.selector == "sleb" else "verify"
             raise ValueError(f"{what} measures the calibration loss of the whole model held in memory on one device: "
                              f"drop offload (--offload) and device_map (--device-map)")
+        if self.heal.active and placed:
+            raise ValueError(f"heal={self.heal.heal!r} fits and folds its maps into the model held in memory on one "
+                             f"device: drop offload (--offload) and device_map (--device-map), or heal='none'")
+        if self.heal.active and self.output.format == "gguf":
+            raise ValueError(f"heal={self.heal.heal!r} changes the weights of the blocks before each cut, and "
+                             f"format='gguf' copies the input's quantised tensors as they are: use format='hf' "
+                             f"(--format hf) to save a healed model, or heal='none'")
 
     @classmethod
     def from_flat(cls, **kwargs: Any) -> "PruneOptions":
@@ -71,11 +80,11 @@ class PruneOptions:
             kwargs["num_remove"] = kwargs.pop("num_blocks")
         kwargs.update(kwargs.pop("select_options", None) or {})
         estimator = kwargs.pop("estimator", None)
-        calib, execution, scoring, selection, output = route(kwargs, *_SECTIONS.values())
+        calib, execution, scoring, selection, heal, output = route(kwargs, *_SECTIONS.values())
         selection = SelectionOptions(**selection)
         scoring["estimator"] = selection.estimator_for(estimator)
         return cls(selection=selection, scoring=ScoringOptions(**scoring), calibration=CalibrationOptions(**calib),
-                   execution=ExecutionOptions(**execution), output=OutputOptions(**output))
+                   execution=ExecutionOptions(**execution), heal=HealOptions(**heal), output=OutputOptions(**output))
 
     def max_run(self, num_remove: int, num_blocks: int) -> int:
         """Longest run to score: ``scoring.max_run``, else 1 for single-block selectors, else ``num_remove``."""

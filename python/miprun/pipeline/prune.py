@@ -2,9 +2,10 @@
 
 The flow, one function per step: :func:`_prepare` (options, model facts, output folder,
 calibration tokens: everything cheap and checkable), :func:`miprun.scoring.score.score_tokens`
-(one forward pass), :func:`miprun.select` (the plan), :func:`_write` (surgery in memory
-and ``save_pretrained``, or the streamed checkpoint rewritten shard by shard, with
-``report.json`` written last inside the same atomic folder).
+(one forward pass), :func:`miprun.select` (the plan), :func:`_heal` (optional: a map per cut
+fitted on the calibration tokens and folded into the block before it), :func:`_remove`
+(surgery in memory) and :func:`_write` (``save_pretrained``, or the streamed checkpoint
+rewritten shard by shard, with ``report.json`` written last inside the same atomic folder).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from miprun._native import core
 from miprun.calibration.resolve import resolve_calibration
 from miprun.evaluate.calibration_loss import CalibrationLoss
+from miprun.heal.fit import heal_cuts
 from miprun.models.gguf import check_placement as check_gguf_placement
 from miprun.models.loading import ModelInfo, inspect_model, load_tokenizer
 from miprun.output.plots import standard_plots
@@ -55,7 +57,7 @@ class PruneResult:
     report : dict
         The content of ``report.json``.
     timings : dict
-        Seconds per step: ``calibrate``, ``load``, ``score``, ``select``, ``surgery``, ``save``.
+        Seconds per step: ``calibrate``, ``load``, ``score``, ``select``, ``heal``, ``surgery``, ``save``.
     options : PruneOptions
         Every setting of the run.
     """
@@ -140,6 +142,7 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
     if oracle is not None:
         timings["loss"] = oracle.seconds  # the forward passes of sleb / verify, part of "select"
 
+    healed = _heal(source, plan, prep, options, data_parallel, progress and main, timings)
     pruned, described = _remove(source, plan, prep, timings)
     settings_out = {"model": prep.info.name, "num_remove": prep.num_remove, "calibration": prep.calibration,
                     "options": options.to_dict()}
@@ -153,6 +156,8 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
         if not built:
             built.append(build_report(plan, table, settings_out, timings, described, pruned_model=pruned))
             built[0].update(_measured(plan, oracle, loss_ids is not None and loss_ids is not prep.input_ids))
+            if healed is not None:
+                built[0]["heal"] = healed
         return built[0]
 
     if out_dir is not None:
@@ -214,6 +219,36 @@ def _model_tokenizer(info: ModelInfo, model, *, required: bool, trust_remote_cod
             raise ValueError(f"the model {where} has no tokenizer miprun can load; give one with tokenizer=... "
                              f"(--tokenizer PATH), or token ids") from None
         return None  # token ids given: the checkpoint is saved without tokenizer files
+
+
+def _heal(source, plan: Plan, prep: _Prepared, options: PruneOptions, data_parallel: DataParallel | None,
+          progress: bool, timings: dict) -> dict | None:
+    """Fit and fold a map per cut (``options.heal``) into the model in memory; the report's ``heal`` section.
+
+    The maps are fitted on every calibration window but the last ``heal_held_out`` share,
+    on which each map's residual is only measured. With data parallelism each process
+    fits on its share of the windows (the main one also holds the held-out ones) and the
+    sums are all-reduced, so every process folds the same maps.
+    """
+    heal = options.heal
+    if not heal.active:
+        return None
+    if source.kind != "in_memory":  # PruneOptions refuses offload and device maps; this is the last guard
+        raise ValueError(f"healing needs the model in memory, but its weights were {source.kind}")
+    t = time.perf_counter()
+    ids = prep.input_ids
+    n = int(ids.shape[0])
+    held = min(n - 1, max(1, round(n * heal.heal_held_out))) if heal.heal_held_out > 0 and n > 1 else 0
+    fit_ids, held_ids = ids[:n - held], ids[n - held:]
+    reducer = None
+    if data_parallel is not None and data_parallel.world_size > 1:
+        fit_ids = data_parallel.shard(fit_ids).input_ids
+        held_ids = held_ids if data_parallel.is_main else held_ids[:0]
+        reducer = data_parallel.reducer
+    healing = heal_cuts(source.model, plan.removed, fit_ids, held_ids, options=heal, reducer=reducer,
+                        batch_size=options.execution.batch_size, progress=progress)
+    timings["heal"] = time.perf_counter() - t
+    return healing.report
 
 
 def _remove(source, plan: Plan, prep: _Prepared, timings: dict) -> tuple[Any, dict]:

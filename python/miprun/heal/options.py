@@ -1,0 +1,54 @@
+"""How the cuts left by removed blocks are healed, validated once."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from miprun.util.options import Options, check_choice
+
+__all__ = ["HealOptions", "METHODS", "FITS"]
+
+#: ``none``: blocks are removed and nothing else changes. ``scale``: one factor per channel
+#: on the MLP output of the block before each cut. ``linear``: a full ``d x d`` map there.
+METHODS = ("none", "scale", "linear")
+#: ``sequential``: each cut is fitted on the model with the earlier cuts already made and
+#: healed (so a later map also absorbs what earlier ones left); ``dense``: every cut on the
+#: unpruned model's states.
+FITS = ("sequential", "dense")
+
+
+@dataclass(frozen=True)
+class HealOptions(Options):
+    """The heal after the cut.
+
+    Attributes
+    ----------
+    heal : str
+        One of :data:`METHODS` (default ``none``).
+    heal_fit : str
+        One of :data:`FITS`: which model's states a cut is fitted on (default ``sequential``).
+    heal_ridge : float
+        Ridge, relative to the mean diagonal of the Gram matrix of the MLP outputs.
+    heal_held_out : float
+        Share of the calibration windows (the last ones) kept out of the fit, to report
+        each map's residual on tokens it did not see; 0: none.
+    """
+
+    heal: str = "none"
+    heal_fit: str = "sequential"
+    heal_ridge: float = 1e-4
+    heal_held_out: float = 0.125
+
+    def __post_init__(self) -> None:
+        check_choice("heal", self.heal, METHODS)
+        check_choice("heal_fit", self.heal_fit, FITS)
+        for name, top in (("heal_ridge", math.inf), ("heal_held_out", 0.5)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top \
+                    or not math.isfinite(value):
+                raise ValueError(f"{name} must be a number in [0, {top}], got {value!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.heal != "none"

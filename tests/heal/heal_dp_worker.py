@@ -1,0 +1,27 @@
+"""The body of one data-parallel process of the distributed heal test (started with torch.multiprocessing)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+SETTINGS = dict(num_remove=2, selector="optimal", heal="linear", device="cpu", plots=False, batch_size=2)
+
+
+def worker(rank: int, world_size: int, port: int, model_dir: str, input_ids: torch.Tensor, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from miprun.pipeline.prune import prune
+    from miprun.scoring.distributed import DataParallel
+
+    dp = DataParallel.from_env(backend="gloo", device="cpu")
+    try:
+        result = prune(model_dir, input_ids, data_parallel=dp, progress=False, **SETTINGS)
+        torch.save({"removed": result.plan.removed, "heal": result.report["heal"],
+                    "state": {k: v.clone() for k, v in result.model.state_dict().items()}},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+        dp.barrier()
+    finally:
+        dp.close()

@@ -1,0 +1,60 @@
+"""Data-parallel healing: two gloo processes fold the maps one process folds."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from heal_dp_worker import SETTINGS, worker
+from tiny_models import calibration_ids, save_sharded, tiny_model
+
+WORLD_SIZE = 2
+DEADLINE_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                    reason="torch.distributed with the gloo backend is not available")
+def test_two_processes_fold_the_single_process_maps(tmp_path):
+    from miprun.pipeline.prune import prune
+
+    folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=5), tmp_path / "m")
+    ids = calibration_ids(9, 12, seed=4)  # 8 fitted windows in shards of 4, the 9th held out on rank 0
+    ctx = mp.start_processes(worker, args=(WORLD_SIZE, _free_port(), str(folder), ids, str(tmp_path)),
+                             nprocs=WORLD_SIZE, join=False, start_method="spawn")
+    deadline = time.monotonic() + DEADLINE_S
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.terminate()
+            pytest.fail(f"data-parallel processes did not finish within {DEADLINE_S} s")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+
+    single = prune(str(folder), ids, progress=False, **SETTINGS)
+    healed = [c for c in single.report["heal"]["cuts"] if c["method"] == "linear"]
+    assert healed, "the plan must leave a cut that can be healed"
+    assert single.report["heal"]["cuts"][0]["fit"]["tokens"] == 8 * 12
+    expect = single.model.state_dict()
+    first = healed[0]["after_block"]
+    key = f"model.layers.{first}.mlp.down_proj.weight"  # before the first cut: same index after surgery
+    assert not torch.allclose(expect[key], tiny_model("llama", preset="stream", num_blocks=5).state_dict()[key])
+    for res in ranks:
+        assert res["removed"] == single.plan.removed
+        for got, want in zip(res["heal"]["cuts"], single.report["heal"]["cuts"]):
+            assert got["fit"]["tokens"] == want["fit"]["tokens"]
+            assert got["held_out"]["tokens"] == want["held_out"]["tokens"] == 12
+            if want["method"]:
+                assert got["fit"]["relative_residual"] == pytest.approx(want["fit"]["relative_residual"], rel=1e-9)
+        for key, value in expect.items():  # float sums in another order: float32 rounding of the folded weights
+            torch.testing.assert_close(res["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)

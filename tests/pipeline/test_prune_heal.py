@@ -1,0 +1,93 @@
+"""``prune --heal``: the healed checkpoint, its report, and the inputs refused before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers as tf
+from support import STORIES, data_file, requires_native, requires_stories
+
+from miprun.cli import main as cli
+from miprun.pipeline.options import PruneOptions
+from miprun.pipeline.prune import prune
+from tiny_models import calibration_ids, tiny_model
+
+pytestmark = requires_native
+
+
+def _logits(model, ids):
+    with torch.inference_mode():
+        return model(input_ids=ids, use_cache=False).logits.double()
+
+
+def test_a_healed_prune_saves_what_it_measured_and_reloads(tmp_path):
+    model = tiny_model("llama", num_blocks=6, seed=2)
+    ids = calibration_ids(16, 12, seed=3)
+    plain = prune(tiny_model("llama", num_blocks=6, seed=2), ids, num_remove=2, selector="optimal", plots=False,
+                  progress=False)
+    result = prune(model, ids, num_remove=2, selector="optimal", heal="linear", out_dir=tmp_path / "out",
+                   plots=False, progress=False)
+    assert result.plan.removed == plain.plan.removed
+    heal = json.loads((tmp_path / "out" / "report.json").read_text())["heal"]
+    assert heal == json.loads(json.dumps(result.report["heal"]))
+    assert heal["method"] == "linear" and heal["fit"] == "sequential" and "heal" in result.timings
+    assert heal["cuts"][0]["fit"]["tokens"] == 14 * 12 and heal["cuts"][0]["held_out"]["tokens"] == 2 * 12
+    assert heal["cuts"][0]["fit"]["relative_residual"] < heal["cuts"][0]["fit"]["unhealed_relative_residual"]
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["settings"]["options"]["heal"]["heal"] == \
+        "linear"
+    fresh = calibration_ids(3, 12, seed=8)
+    reloaded = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    torch.testing.assert_close(_logits(reloaded, fresh), _logits(result.model, fresh), rtol=1e-5, atol=1e-5)
+    assert (_logits(result.model, fresh) - _logits(plain.model, fresh)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("settings, phrase", [
+    (dict(heal="linear", offload=True, out_dir="x"), "in memory"),
+    (dict(heal="linear", device_map="auto"), "in memory"),
+    (dict(heal="linear", format="gguf"), "format='hf'"),
+])
+def test_heal_with_a_placement_it_cannot_fold_into_is_refused(settings, phrase):
+    with pytest.raises(ValueError, match=phrase):
+        PruneOptions.from_flat(num_remove=2, **settings)
+
+
+def test_heal_options_round_trip_through_the_report():
+    options = PruneOptions.from_flat(num_remove=2, heal="scale", heal_fit="dense", heal_ridge=0.5)
+    again = PruneOptions.from_dict(json.loads(json.dumps(options.to_dict())))
+    assert again == options and again.heal.heal_ridge == 0.5
+    assert PruneOptions.from_dict({"selection": {"num_remove": 2}}).heal.heal == "none"  # reports without heal
+
+
+@requires_stories
+@pytest.mark.parametrize("argv, phrase", [
+    (["--heal", "full"], "invalid choice"),
+    (["--heal", "linear", "--heal-ridge", "-1"], "must be a finite number >= 0"),
+    (["--heal", "linear", "--heal-fit", "later"], "invalid choice"),
+])
+def test_bad_heal_arguments_exit_2_before_any_work(tmp_path, capsys, argv, phrase):
+    calib = data_file("text/tinystories/TinyStories-valid.head45.txt")
+    code = cli.main(["prune", str(STORIES), "--calib", str(calib), "--num-remove", "1", "--out",
+                     str(tmp_path / "o"), *argv])
+    assert code == 2 and phrase in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@requires_stories
+def test_cli_heals_stories_and_says_so(tmp_path, capsys):
+    calib = data_file("text/tinystories/TinyStories-valid.head45.txt")
+    code = cli.main(["prune", str(STORIES), "--calib", str(calib), "--n-samples", "8", "--seq-len", "64",
+                     "--num-remove", "2", "--selector", "optimal", "--heal", "linear", "--out", str(tmp_path / "o"),
+                     "--no-plots", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    cuts = report["heal"]["cuts"]
+    assert cuts and all(c["method"] == "linear" for c in cuts if c["after_block"] is not None)
+    for cut in cuts:
+        first, last = cut["removed"]
+        if cut["method"] is None:
+            assert f"{first}-{last} left unhealed" in out or f"block {first} left unhealed" in out
+        else:
+            assert f"linear map after block {cut['after_block']}: relative residual" in out
