@@ -8,6 +8,11 @@ removed block the two streams are one. The pass stops at the last cut's target b
 holds at most one cut's MLP output at a time (cuts do not overlap). Hidden states never
 leave the device; only the float64 sums of :class:`~miprun.heal.stats.CutStats` are kept
 (and all-reduced across data-parallel processes).
+
+The blocks come from a :class:`~miprun.hidden.sources.BlockSource`, as for scoring: a model
+in memory gets its maps folded in place; a streamed one (weights read from the shards one
+block at a time) keeps a copy of the folded weights of the blocks before the cuts, which
+the checkpoint writer puts in place of the originals.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import torch
 from torch import nn
 
 from miprun.heal.cuts import Cut, plan_cuts
-from miprun.heal.fold import fold_map
+from miprun.heal.fold import fold_map, folded
 from miprun.heal.options import HealOptions
 from miprun.heal.stats import CutStats, relative_residual, solve
 from miprun.hidden.capture import capture_block_args, run_block
-from miprun.models.blocks import find_blocks, text_config
+from miprun.hidden.in_memory import InMemorySource
+from miprun.models.blocks import text_config
 from miprun.models.families import family_of
 from miprun.util.progress import progress_bar
 
@@ -33,21 +39,33 @@ __all__ = ["heal_cuts", "Healing"]
 
 @dataclass
 class Healing:
-    """What :func:`heal_cuts` did: the report's ``heal`` section and the maps, by the block they fold into."""
+    """What :func:`heal_cuts` did.
+
+    Attributes
+    ----------
+    report : dict
+        The report's ``heal`` section.
+    maps : dict
+        Each map (float64; ``(d, d)``, or ``(d,)`` channel factors) by the block it folds into.
+    replaced : dict
+        Streamed source only: checkpoint key -> folded tensor (float64) to write instead.
+    """
 
     report: dict
     maps: dict[int, torch.Tensor] = field(default_factory=dict)
+    replaced: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def heal_cuts(model: nn.Module, removed, fit_ids: torch.Tensor, held_ids: torch.Tensor | None = None, *,
-              options: HealOptions, reducer=None, batch_size: int = 8, device=None,
-              progress: bool = False) -> Healing:
-    """Fit a map for every cut ``removed`` leaves and fold it into ``model`` (blocks not yet removed).
+def heal_cuts(source, removed, fit_ids: torch.Tensor, held_ids: torch.Tensor | None = None, *,
+              options: HealOptions, reducer=None, batch_size: int = 8, progress: bool = False) -> Healing:
+    """Fit a map for every cut ``removed`` leaves and fold it into the block before it (blocks not yet removed).
 
     Parameters
     ----------
-    model : transformers.PreTrainedModel
-        The unpruned model, in memory; the maps are folded into its kept blocks in place.
+    source : transformers.PreTrainedModel or BlockSource
+        The unpruned model: in memory (the maps are folded into its kept blocks in place), or
+        a block source (:func:`miprun.hidden.sources.open_source`; streamed weights give
+        :attr:`Healing.replaced` instead).
     removed : sequence of int
         The blocks the plan removes (they are removed afterwards, by surgery).
     fit_ids, held_ids : LongTensor (n, seq_len)
@@ -59,70 +77,108 @@ def heal_cuts(model: nn.Module, removed, fit_ids: torch.Tensor, held_ids: torch.
     Returns
     -------
     Healing
-        ``report``: the options, every cut (:meth:`Cut.to_dict`), blocks run, seconds;
-        ``maps``: each map (float64; ``(d, d)``, or ``(d,)`` channel factors) by its block.
     """
     t0 = time.perf_counter()
-    config = text_config(model.config)
+    if isinstance(source, nn.Module):
+        source = InMemorySource(source)
+    if source.kind not in ("in_memory", "streamed"):
+        raise ValueError(f"healing folds its maps into a model in memory or a streamed checkpoint, not into "
+                         f"weights placed by a device map ({source.kind})")
+    config = text_config(source.config)
     family = family_of(config)
     cuts = plan_cuts(removed, family, config, options.heal)
     active = [c for c in cuts if c.method is not None]
     out = {"method": options.heal, "fit": options.heal_fit, "ridge": options.heal_ridge, "blocks_run": 0}
-    maps: dict[int, torch.Tensor] = {}
+    healing = Healing(out)
     if active:
-        blocks, _ = find_blocks(model)
         ids = fit_ids if held_ids is None or held_ids.numel() == 0 else torch.cat([fit_ids, held_ids])
-        dev = torch.device(device) if device is not None else model.get_input_embeddings().weight.device
-        out["blocks_run"] = _pass(model, blocks, family.heal, ids, int(fit_ids.shape[0]), set(removed), active,
-                                  options, reducer, batch_size, dev, progress, maps)
+        out["blocks_run"] = _Pass(source, family.heal, set(removed), active, options, reducer, batch_size,
+                                  healing).run(ids, int(fit_ids.shape[0]), progress)
     out["cuts"] = [c.to_dict() for c in cuts]
     out["unhealed"] = [c.to_dict()["removed"] for c in cuts if c.method is None]
     out["seconds"] = time.perf_counter() - t0
-    return Healing(out, maps)
+    return healing
 
 
-def _pass(model, blocks, site, ids, n_fit, removed, active: list[Cut], options, reducer, batch_size, dev,
-          progress, maps: dict) -> int:
-    by_block = {c.block: c for c in active}
-    by_stop = {c.stop: c for c in active}
-    last = max(c.stop for c in active)
-    sequential = options.heal_fit == "sequential"
-    ran = 0
-    was_training = model.training
-    model.eval()
-    bar = progress_bar(last, progress, desc="heal")
-    try:
-        with torch.inference_mode():
-            h, calls = capture_block_args(model, blocks, ids, batch_size, dev)
-        g = h  # the pruned, healed stream; the same tensor until the first removed block
-        pending = None  # (cut, block output, MLP output) of the cut being fitted
-        for i in range(last):
-            here = site if i in by_block else None
-            if g is h and (i not in removed or not sequential):
-                h, m = _run(blocks[i], h, calls[i], here)
-                g = h
-                ran += 1
-            else:
-                h, _ = _run(blocks[i], h, calls[i], None)
-                m = None
-                if i not in removed:
-                    g, m = _run(blocks[i], g, calls[i], here)
-                ran += 1 + (i not in removed)
-            if m is not None:
-                pending = (by_block[i], g, m)
-            if i + 1 in by_stop:
-                done, y_block, m = pending
-                T = _fit(done, y_block, m, h, n_fit, options, reducer, batch_size)
-                fold_map(blocks[done.block], site, T)
-                maps[done.block] = T
-                if sequential:
-                    g = _healed(y_block, m, T, batch_size)
-                pending = None
-            bar.update(1)
-    finally:
-        bar.close()
-        model.train(was_training)
-    return ran
+class _Pass:
+    """The one pass over the blocks (module docstring), folding each map as it is solved."""
+
+    def __init__(self, source, site, removed: set, active: list[Cut], options: HealOptions, reducer, batch_size,
+                 healing: Healing):
+        self.source, self.site, self.removed, self.options = source, site, removed, options
+        self.reducer, self.batch_size, self.healing = reducer, batch_size, healing
+        self.by_block = {c.block: c for c in active}
+        self.by_stop = {c.stop: c for c in active}
+        self.last = max(c.stop for c in active)
+        self.weights: dict[int, tuple] = {}  # streamed: the fold's weight and bias of each block before a cut
+
+    def run(self, ids: torch.Tensor, n_fit: int, progress: bool) -> int:
+        source, blocks = self.source, self.source.blocks
+        sequential = self.options.heal_fit == "sequential"
+        ran = 0
+        bar = progress_bar(self.last, progress, desc="heal")
+        try:
+            source.enter_capture()
+            try:
+                with torch.inference_mode():
+                    h, calls = capture_block_args(source.model, blocks, ids, self.batch_size, source.device,
+                                                  input_device=source.input_device)
+            finally:
+                source.leave_capture()
+            g = h  # the pruned, healed stream; the same tensor until the first removed block
+            pending = None  # (cut, block output, MLP output) of the cut being fitted
+            for i in range(self.last):
+                here = self.site if i in self.by_block else None
+                source.enter_block(i)
+                try:
+                    if g is h and (i not in self.removed or not sequential):
+                        h, m = _run(blocks[i], h, calls[i], here)
+                        g = h
+                        ran += 1
+                    else:
+                        h, _ = _run(blocks[i], h, calls[i], None)
+                        m = None
+                        if i not in self.removed:
+                            g, m = _run(blocks[i], g, calls[i], here)
+                        ran += 1 + (i not in self.removed)
+                    if m is not None and source.kind != "in_memory":
+                        self.weights[i] = _fold_params(blocks[i], self.site)
+                finally:
+                    source.leave_block(i)
+                calls[i] = []
+                if m is not None:
+                    pending = (self.by_block[i], g, m)
+                if i + 1 in self.by_stop:
+                    done, y_block, m = pending
+                    T = _fit(done, y_block, m, h, n_fit, self.options, self.reducer, self.batch_size)
+                    self._fold(done.block, T)
+                    if sequential:
+                        g = _healed(y_block, m, T, self.batch_size)
+                    pending = None
+                bar.update(1)
+        finally:
+            bar.close()
+            source.close()
+        return ran
+
+    def _fold(self, block: int, T: torch.Tensor) -> None:
+        self.healing.maps[block] = T
+        if self.source.kind == "in_memory":
+            fold_map(self.source.blocks[block], self.site, T)
+            return
+        weight, bias = self.weights.pop(block)
+        new_weight, new_bias = folded(self.site, weight, bias, T)
+        keys = self.source.block_keys[block]
+        self.healing.replaced[keys[self.site.weight]] = new_weight
+        if new_bias is not None:
+            self.healing.replaced[keys[self.site.bias]] = new_bias
+
+
+def _fold_params(block: nn.Module, site) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Copies of the weight (and bias) a map folds into, taken while a streamed block is loaded."""
+    weight = operator.attrgetter(site.weight)(block).detach().clone()
+    bias = operator.attrgetter(site.bias)(block) if site.bias is not None else None
+    return weight, (None if bias is None else bias.detach().clone())
 
 
 def _run(block, h, calls, site) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -9,7 +9,7 @@ from torch import nn
 
 from miprun.models.families import HealSite
 
-__all__ = ["fold_map"]
+__all__ = ["fold_map", "folded"]
 
 
 def _param(block: nn.Module, path: str | None) -> torch.Tensor | None:
@@ -22,34 +22,41 @@ def _param(block: nn.Module, path: str | None) -> torch.Tensor | None:
 
 
 def fold_map(block: nn.Module, site: HealSite, T: torch.Tensor) -> None:
-    """Make ``block``'s MLP output ``m T`` instead of ``m``, by changing its weights in place.
-
-    ``T``: float64, ``(d, d)`` for a full map or ``(d,)`` for channel factors. The product
-    is formed in float64 and cast back once to each weight's dtype.
-    """
+    """Make ``block``'s MLP output ``m T`` instead of ``m``, by changing its weights in place."""
     weight = _param(block, site.weight)
     if weight is None:
         raise ValueError(f"the block has no parameter {site.weight!r} to fold the heal into")
     bias = _param(block, site.bias)
+    new_weight, new_bias = folded(site, weight, bias, T)
+    _assign(weight, new_weight)
+    if bias is not None:
+        _assign(bias, new_bias)
+
+
+def folded(site: HealSite, weight: torch.Tensor, bias: torch.Tensor | None,
+           T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight (and bias) that make the module's output ``m T``, in float64.
+
+    ``T``: float64, ``(d, d)`` for a full map or ``(d,)`` for channel factors. The caller
+    casts once to the stored dtype.
+    """
+    W = weight.detach().double()
+    T = T.to(W.device)
     if T.ndim == 1:
         if site.kind == "norm_plus_one":
-            _assign(weight, (1.0 + weight.detach().double()) * T.to(weight.device) - 1.0)
-            return
+            return (1.0 + W) * T - 1.0, None
         T = torch.diag(T)
     elif site.kind == "norm_plus_one":
         raise ValueError("a norm after the MLP takes channel factors only, not a full map")
-    T = T.to(weight.device)
-    W = weight.detach().double()
     if site.kind == "linear":  # y = x W^T + b  ->  y T = x (T^T W)^T + T^T b
-        _assign(weight, T.T @ W)
+        W = T.T @ W
     elif site.kind == "conv1d":  # y = x W + b  ->  y T = x (W T) + b T
-        _assign(weight, W @ T)
+        W = W @ T
     elif site.kind == "experts":  # every expert (E, d, d_ff) like a linear layer
-        _assign(weight, torch.einsum("ij,eik->ejk", T, W))
+        W = torch.einsum("ij,eik->ejk", T, W)
     else:
         raise ValueError(f"unknown fold kind {site.kind!r}")
-    if bias is not None:
-        _assign(bias, bias.detach().double() @ T)
+    return W, (None if bias is None else bias.detach().double() @ T)
 
 
 def _assign(param: torch.Tensor, value: torch.Tensor) -> None:

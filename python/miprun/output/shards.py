@@ -82,7 +82,8 @@ def _shard_name(i: int, n: int) -> str:
 
 def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *, report=None,
                             overwrite: bool = False, tokenizer_dir=None, plots: dict | None = None,
-                            protect=(), trust_remote_code: bool = False) -> Path:
+                            protect=(), trust_remote_code: bool = False,
+                            replaced: dict | None = None) -> Path:
     """Write ``model_dir`` without ``removed_blocks`` to ``out_dir``, one shard in memory at a time.
 
     The result loads with ``AutoModelForCausalLM.from_pretrained`` and holds the same
@@ -109,6 +110,9 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
         Allow the checkpoint's own config code (as for loading it).
     plots : mapping of file name to callable or bytes, optional
         As in :func:`miprun.save.save_pruned`: each callable writes its file at the path it is given.
+    replaced : mapping of checkpoint key to tensor, optional
+        Tensors written instead of the input's (a heal folded into a kept block), cast to
+        the stored tensor's dtype; every key must be one that is kept.
 
     Returns
     -------
@@ -131,6 +135,10 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
     prefix = _checkpoint_prefix(checkpoint, block_prefix(config))
     renames = rename_map(list(checkpoint.tensors), prefix, kept)
     check_output_dir(out_dir, overwrite=overwrite, source_dir=model_dir, protect=protect)
+    replaced = dict(replaced or {})
+    stray = sorted(set(replaced) - set(renames))
+    if stray:
+        raise ValueError(f"replaced tensors {stray} are not among the kept tensors of {model_dir}")
     prune_config(config, kept)
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else model_dir
 
@@ -147,6 +155,13 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
             names = [n for n in renames if checkpoint.tensors[n].file == f]
             tensors = checkpoint.load(names)
             shard = {renames[n]: tensors.pop(n) for n in names}
+            for n in names:
+                if n in replaced:
+                    old = shard[renames[n]]
+                    if tuple(replaced[n].shape) != tuple(old.shape):
+                        raise ValueError(f"replacement for {n} has shape {tuple(replaced[n].shape)}, the "
+                                         f"checkpoint's {tuple(old.shape)}")
+                    shard[renames[n]] = replaced[n].to(device="cpu", dtype=old.dtype).contiguous()
             metadata = dict(checkpoint.file_metadata.get(f) or {})
             metadata.setdefault("format", "pt")
             save_file(shard, str(tmp / out_names[f]), metadata=metadata)

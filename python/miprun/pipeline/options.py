@@ -55,9 +55,10 @@ class PruneOptions:
             what = "selector 'sleb'" if self.selection.selector == "sleb" else "verify"
             raise ValueError(f"{what} measures the calibration loss of the whole model held in memory on one device: "
                              f"drop offload (--offload) and device_map (--device-map)")
-        if self.heal.active and placed:
-            raise ValueError(f"heal={self.heal.heal!r} fits and folds its maps into the model held in memory on one "
-                             f"device: drop offload (--offload) and device_map (--device-map), or heal='none'")
+        if self.heal.active and self.execution.device_map is not None:
+            raise ValueError(f"heal={self.heal.heal!r} folds its maps into a model held in memory on one device or "
+                             f"streamed from its shards (--offload), not one placed by a device map: drop "
+                             f"device_map (--device-map), or heal='none'")
         if self.heal.active and self.output.format == "gguf":
             raise ValueError(f"heal={self.heal.heal!r} changes the weights of the blocks before each cut, and "
                              f"format='gguf' copies the input's quantised tensors as they are: use format='hf' "

@@ -20,7 +20,7 @@ import torch
 from miprun._native import core
 from miprun.calibration.resolve import resolve_calibration
 from miprun.evaluate.calibration_loss import CalibrationLoss
-from miprun.heal.fit import heal_cuts
+from miprun.heal.fit import Healing, heal_cuts
 from miprun.models.gguf import check_placement as check_gguf_placement
 from miprun.models.loading import ModelInfo, inspect_model, load_tokenizer
 from miprun.output.plots import standard_plots
@@ -157,11 +157,12 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
             built.append(build_report(plan, table, settings_out, timings, described, pruned_model=pruned))
             built[0].update(_measured(plan, oracle, loss_ids is not None and loss_ids is not prep.input_ids))
             if healed is not None:
-                built[0]["heal"] = healed
+                built[0]["heal"] = healed.report
         return built[0]
 
     if out_dir is not None:
-        out_dir = _write(source, pruned, plan, table, prep, options, report, timings)
+        out_dir = _write(source, pruned, plan, table, prep, options, report, timings,
+                         replaced=healed.replaced if healed is not None else None)
     return PruneResult(plan=plan, table=table, model=pruned, out_dir=out_dir, report=report(), timings=timings,
                        options=options)
 
@@ -222,8 +223,8 @@ def _model_tokenizer(info: ModelInfo, model, *, required: bool, trust_remote_cod
 
 
 def _heal(source, plan: Plan, prep: _Prepared, options: PruneOptions, data_parallel: DataParallel | None,
-          progress: bool, timings: dict) -> dict | None:
-    """Fit and fold a map per cut (``options.heal``) into the model in memory; the report's ``heal`` section.
+          progress: bool, timings: dict) -> Healing | None:
+    """Fit a map per cut (``options.heal``) and fold it: into the model in memory, or for the streamed writer.
 
     The maps are fitted on every calibration window but the last ``heal_held_out`` share,
     on which each map's residual is only measured. With data parallelism each process
@@ -233,8 +234,6 @@ def _heal(source, plan: Plan, prep: _Prepared, options: PruneOptions, data_paral
     heal = options.heal
     if not heal.active:
         return None
-    if source.kind != "in_memory":  # PruneOptions refuses offload and device maps; this is the last guard
-        raise ValueError(f"healing needs the model in memory, but its weights were {source.kind}")
     t = time.perf_counter()
     ids = prep.input_ids
     n = int(ids.shape[0])
@@ -245,10 +244,10 @@ def _heal(source, plan: Plan, prep: _Prepared, options: PruneOptions, data_paral
         fit_ids = data_parallel.shard(fit_ids).input_ids
         held_ids = held_ids if data_parallel.is_main else held_ids[:0]
         reducer = data_parallel.reducer
-    healing = heal_cuts(source.model, plan.removed, fit_ids, held_ids, options=heal, reducer=reducer,
+    healing = heal_cuts(source, plan.removed, fit_ids, held_ids, options=heal, reducer=reducer,
                         batch_size=options.execution.batch_size, progress=progress)
     timings["heal"] = time.perf_counter() - t
-    return healing.report
+    return healing
 
 
 def _remove(source, plan: Plan, prep: _Prepared, timings: dict) -> tuple[Any, dict]:
@@ -268,7 +267,7 @@ def _remove(source, plan: Plan, prep: _Prepared, timings: dict) -> tuple[Any, di
 
 
 def _write(source, pruned, plan: Plan, table: ScoreTable, prep: _Prepared, options: PruneOptions, report,
-           timings: dict) -> Path:
+           timings: dict, replaced: dict | None = None) -> Path:
     """Write the pruned checkpoint, plots and (last) the report into ``out_dir``, atomically."""
     t = time.perf_counter()
     figures = standard_plots(table, plan) if options.output.plots else None
@@ -284,7 +283,7 @@ def _write(source, pruned, plan: Plan, table: ScoreTable, prep: _Prepared, optio
     if pruned is None:
         return write_pruned_checkpoint(prep.info.folder, plan.removed, prep.out_dir, report=final_report,
                                        overwrite=overwrite, tokenizer_dir=prep.info.folder, plots=figures,
-                                       protect=prep.protect,
+                                       protect=prep.protect, replaced=replaced,
                                        trust_remote_code=options.execution.trust_remote_code)
     return save_pruned(pruned, prep.tokenizer, prep.out_dir, report=final_report, overwrite=overwrite,
                        source_dir=prep.info.folder, plots=figures, protect=prep.protect)
