@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from miprun.calibration.windows import load_calibration
@@ -9,8 +10,9 @@ from miprun.cli.common import add_model_options, non_negative, positive
 from miprun.cli.evaluate import add_eval_options, load
 from miprun.evaluate.summary import default_seq_len, read_text, tokenize_text
 from miprun.evaluate.zeroshot import resolve_data_dir, resolve_task_names
+from miprun.models.loading import inspect_model
 from miprun.output.guard import check_output_dir
-from miprun.pipeline.compare import compare, parse_variants
+from miprun.pipeline.compare import check_counts, compare, parse_variants
 from miprun.pipeline.compare_report import to_markdown, write_outputs
 from miprun.util.versions import versions
 
@@ -23,10 +25,13 @@ def register(sub) -> None:
         description="Score the model once per estimator, run every selector (MI-PRUN's Fast-Block-Select for "
                     "each estimator and reduction, optimal, greedy MI, ShortGPT, Gromov, random, and the "
                     "exhaustive perplexity oracle when the subsets are few), prune a copy with each plan and "
-                    "evaluate it the same way. Writes compare.md, compare.json and compare.png.")
+                    "evaluate it the same way. Writes compare.md, compare.json and compare.png; with several "
+                    "--num-remove counts, also perplexity (per evaluation text) and accuracy (per task) against "
+                    "the share of blocks removed, one line per selector.")
     add_model_options(p, offload=False)
-    p.add_argument("--num-remove", "--num-blocks", dest="num_remove", type=positive, required=True,
-                   help="blocks to remove (--num-blocks is the older name)")
+    p.add_argument("--num-remove", "--num-blocks", dest="num_remove", type=counts, required=True, metavar="N[,N...]",
+                   help="blocks to remove, or several counts separated by commas (3,6,9): every table is scored "
+                        "once and every selector runs at every count (--num-blocks is the older name)")
     p.add_argument("--calib", required=True, metavar="PATH", help="calibration text (file, folder or dataset)")
     p.add_argument("--n-samples", type=positive, default=128, help="calibration windows")
     p.add_argument("--calib-seq-len", type=positive, default=None,
@@ -51,8 +56,25 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def counts(text: str) -> list[int]:
+    """``"3,6,9"`` -> ``[3, 6, 9]``: whole numbers, each at least 1, none twice."""
+    items = [t.strip() for t in text.split(",")]
+    out = []
+    for item in items:
+        try:
+            out.append(positive(item))
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{item!r} in {text!r}: {exc}") from None
+    try:
+        return check_counts(out)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _check_inputs(args) -> tuple[Path, list[str], tuple]:
     """Every input and the output folder, checked before the model loads."""
+    info = inspect_model(args.model, trust_remote_code=args.trust_remote_code, require_family=False)  # config only
+    check_counts(args.num_remove, info.num_blocks)
     texts = args.eval_text or [args.calib]
     for t in texts:
         if not Path(t).is_file():
@@ -76,7 +98,8 @@ def run(args) -> int:
     log = None if args.quiet else print
     if not args.eval_text and log:
         log(f"note: no --eval-text; perplexity is measured on the calibration file {args.calib} (not held out)")
-    result = compare(model, tokenizer, ids, args.num_remove, eval_ids=eval_ids, seq_len=seq_len, stride=args.stride,
+    num_remove = args.num_remove[0] if len(args.num_remove) == 1 else args.num_remove
+    result = compare(model, tokenizer, ids, num_remove, eval_ids=eval_ids, seq_len=seq_len, stride=args.stride,
                      ppl_batch_size=args.ppl_batch_size, variants=variants, tasks=args.tasks, limit=args.limit,
                      data_dir=args.data_dir, task_batch_size=args.task_batch_size, oracle_limit=args.oracle_limit,
                      seed=args.seed, max_samples=args.max_samples, batch_size=args.batch_size, log=log)

@@ -1,9 +1,11 @@
-"""The two plots written beside a report: the score table as a heatmap, and the single-block scores."""
+"""The plots miprun writes: beside a report, the score table as a heatmap and the single-block
+scores; beside a comparison over several block counts, a measure against the share of blocks
+removed, one line per selector (:func:`plot_against_removed`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import numpy as np
 from miprun.scoring.table import MI_ESTIMATORS, ScoreTable
 from miprun.selection.plan import Plan, runs_of
 
-__all__ = ["plot_score_table", "plot_single_block", "standard_plots"]
+__all__ = ["plot_score_table", "plot_single_block", "standard_plots", "plot_against_removed"]
 
 
 def _score_label(estimator: str) -> str:
@@ -124,3 +126,54 @@ def standard_plots(table: ScoreTable | None, plan: Plan | None = None) -> dict[s
         "score_table.png": partial(plot_score_table, table, pruned=pruned),
         "single_block.png": partial(plot_single_block, table, pruned=pruned),
     }
+
+
+def plot_against_removed(series: Mapping[str, Sequence[tuple[float, float]]], path: str | os.PathLike, *,
+                         ylabel: str, baseline: float | None = None, baseline_label: str = "dense (unpruned)",
+                         log_y: bool = False, title: str | None = None) -> Path:
+    """A measure against the share of blocks removed: one line per selector, the dense model as a horizontal line.
+
+    Parameters
+    ----------
+    series : mapping of str to sequence of (float, float)
+        Line label -> ``(share removed, value)`` points, drawn in order of the share; NaN
+        values are left out (a selector that has no plan at some count).
+    path : path
+        PNG file to write.
+    ylabel : str
+        What the values are (e.g. ``"perplexity on wiki.test.raw"``).
+    baseline : float, optional
+        The unpruned model's value, drawn as a dashed horizontal line.
+    baseline_label : str
+        Its legend entry.
+    log_y : bool
+        Logarithmic y axis (perplexity).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    fig = _figure(10.0, 5.0)
+    ax = fig.add_subplot()
+    for i, (label, points) in enumerate(series.items()):
+        pts = sorted((float(x), float(y)) for x, y in points if not np.isnan(y))
+        if pts:
+            xs, ys = zip(*pts)
+            style = ("-", "-.", ":")[(i // 10) % 3]  # the colour cycle has 10 colours: past it, another dash
+            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, linestyle=style, label=label)
+    if baseline is not None and not np.isnan(baseline):
+        ax.axhline(baseline, color="black", linestyle="--", linewidth=1, label=baseline_label)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("share of blocks removed")
+    ax.set_ylabel(ylabel + (" (log scale)" if log_y else ""))
+    ax.xaxis.set_major_formatter(lambda v, _pos: f"{v:.0%}")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: many selectors
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    return path

@@ -8,6 +8,11 @@ subset. When there are few subsets (``C(T, N) <= oracle_limit``) the exhaustive 
 measures the perplexity of every one and keeps the best: the ground truth the others are
 judged against. Each distinct plan is pruned (on a copy) and evaluated once, the same way for
 all: perplexity on the evaluation texts and, optionally, zero-shot tasks.
+
+``num_remove`` may be a list of block counts: every table is scored once, up to the longest
+run the largest count needs, and every selector runs at every count (one row per selector
+and count), so that perplexity and accuracy can be drawn against the share of blocks
+removed (:mod:`miprun.pipeline.compare_report`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from miprun.output.surgery import remove_blocks
 from miprun.scoring.score import score_blocks
 from miprun.selection.select import select
 
-__all__ = ["MI_VARIANTS", "MI_SELECTORS", "CompareRow", "CompareResult", "compare", "parse_variants"]
+__all__ = ["MI_VARIANTS", "MI_SELECTORS", "CompareRow", "CompareResult", "compare", "parse_variants", "check_counts"]
 
 #: (estimator, reduction) pairs scored for the MI selectors.
 MI_VARIANTS = (("hist", "pooled"), ("hist", "per_dim"), ("ksg", "pooled"), ("ksg", "per_dim"),
@@ -63,6 +68,8 @@ class CompareRow:
     objective : float or None
         Additive damage of the plan under its own table (sum over removed runs of
         ``1 - normalised score``); None where it has no table.
+    num_remove : int or None
+        Blocks this row removes (0 for the unpruned model).
     """
 
     method: str
@@ -76,16 +83,27 @@ class CompareRow:
     select_s: float = 0.0
     evaluations: int = 0
     objective: float | None = None
+    num_remove: int | None = None
 
 
 @dataclass
 class CompareResult:
-    """All rows, the unpruned reference, the score tables and the settings."""
+    """All rows, the unpruned reference, the score tables and the settings.
+
+    ``settings["counts"]`` lists the block counts compared (``settings["num_remove"]`` is
+    that count itself when there is one, else the list); ``rows`` come count by count, in
+    that order, each with its ``num_remove``.
+    """
 
     rows: list[CompareRow]
     baseline: CompareRow
     tables: dict[str, dict]
     settings: dict
+
+    @property
+    def counts(self) -> list[int]:
+        """The block counts compared, in the order given."""
+        return list(self.settings.get("counts") or [self.settings["num_remove"]])
 
     def to_dict(self) -> dict:
         return {"settings": self.settings, "baseline": asdict(self.baseline),
@@ -140,7 +158,30 @@ class _Evaluator:
         return self.cache[key]
 
 
-def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int, *, eval_ids: dict[str, torch.Tensor],
+def check_counts(num_remove, num_blocks: int | None = None) -> list[int]:
+    """The block counts to compare, checked: an int or a sequence of ints, each positive, distinct and
+    (given ``num_blocks``) below the number of blocks. Raises ValueError naming the bad value."""
+    many = isinstance(num_remove, (list, tuple))
+    counts = list(num_remove) if many else [num_remove]
+    if not counts:
+        raise ValueError("num_remove names no block count; give at least one, e.g. 3 or [3, 6, 9]")
+    seen: set[int] = set()
+    for n in counts:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise ValueError(f"num_remove: {n!r} is not a whole number of blocks")
+        if n < 1:
+            raise ValueError(f"num_remove: {n} removes no block; every count must be at least 1")
+        if num_blocks is not None and n >= num_blocks:
+            raise ValueError(f"num_remove: {n} but the model has {num_blocks} blocks; "
+                             f"remove between 1 and {num_blocks - 1} blocks")
+        if int(n) in seen:
+            raise ValueError(f"num_remove: {n} is given twice; give each block count once")
+        seen.add(int(n))
+    return [int(n) for n in counts]
+
+
+def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int | Sequence[int], *,
+            eval_ids: dict[str, torch.Tensor],
             seq_len: int, stride: int | None = None, ppl_batch_size: int = 1,
             variants: Sequence[tuple[str, str]] = MI_VARIANTS, tasks=None, limit: int | None = None,
             data_dir=None, task_batch_size: int = 8, oracle_limit: int = 64, seed: int = 0,
@@ -156,8 +197,10 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int, *, eva
         For zero-shot tasks (may be None without ``tasks``).
     calibration : LongTensor, shape (n_samples, calib_seq_len)
         Calibration token ids, shared by every estimator.
-    num_remove : int
-        Blocks to remove.
+    num_remove : int or sequence of int
+        Blocks to remove, or several counts (positive, distinct, below the number of
+        blocks): each table is scored once, up to the largest count's runs, and every
+        selector runs at every count.
     eval_ids : dict[str, LongTensor of shape (n_tokens,)]
         Evaluation texts, tokenised (label -> ids); the first one is the oracle's criterion.
     seq_len, stride, ppl_batch_size
@@ -186,9 +229,8 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int, *, eva
     if not eval_ids:
         raise ValueError("compare needs at least one evaluation text (eval_ids)")
     total = len(find_blocks(model)[0])
-    if not 1 <= num_remove < total:
-        raise ValueError(f"num_remove={num_remove} but the model has {total} blocks; "
-                         f"remove between 1 and {total - 1} blocks")
+    counts = check_counts(num_remove, total)
+    longest = max(counts)
     device = next(model.parameters()).device
     evaluate = _Evaluator(model, tokenizer, eval_ids, seq_len=seq_len, stride=stride,
                           ppl_batch_size=ppl_batch_size, tasks=tasks, limit=limit, data_dir=data_dir,
@@ -203,29 +245,39 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int, *, eva
 
     base_ppl, base_acc = evaluate([])
     baseline = CompareRow(method="unpruned", selector="none", estimator=None, reduction=None, removed=[],
-                          perplexity=base_ppl, tasks=base_acc)
+                          perplexity=base_ppl, tasks=base_acc, num_remove=0)
     say(f"{'unpruned':<36} perplexity {_first(base_ppl):.4f}")
     rows: list[CompareRow] = []
     tables: dict[str, dict] = {}
-    jobs = [(f"{e}/{r}", e, r, num_remove, MI_SELECTORS) for e, r in variants]
-    jobs += [("cosine", "cosine", "pooled", 1, ("shortgpt",)), ("angular", "angular", "pooled", num_remove, ("gromov",))]
-    for label, estimator, reduction, max_run, selectors in jobs:
-        table, score_s = scored(estimator, reduction, max_run)
-        tables[label] = table.to_dict()
-        say(f"scored {label} in {score_s:.2f} s")
-        for selector in selectors:
-            method = f"{selector}[{label}]" if selectors is MI_SELECTORS else selector
-            red = reduction if selectors is MI_SELECTORS else None
-            rows.append(_selector_row(method, table, selector, num_remove, score_s, red, evaluate, say))
-    rows.append(_random_row(total, num_remove, seed, evaluate, say))
-    n_subsets = math.comb(total, num_remove)
-    if 0 < n_subsets <= oracle_limit:
-        rows.append(_oracle_row(total, num_remove, evaluate, say))
-    else:
-        say(f"oracle skipped: C({total}, {num_remove}) = {n_subsets} subsets > oracle_limit={oracle_limit}")
-    settings = {"num_blocks": total, "num_remove": num_remove, "seq_len": seq_len, "stride": stride,
+    # each table once, scored where the first count reads it, up to the runs the largest count needs
+    jobs = [(f"{e}/{r}", e, r, longest, MI_SELECTORS) for e, r in variants]
+    jobs += [("cosine", "cosine", "pooled", 1, ("shortgpt",)), ("angular", "angular", "pooled", longest, ("gromov",))]
+    done: dict[str, tuple] = {}
+    subsets = []
+    for count in counts:
+        for label, estimator, reduction, max_run, selectors in jobs:
+            if label not in done:
+                done[label] = scored(estimator, reduction, max_run)
+                tables[label] = done[label][0].to_dict()
+                say(f"scored {label} in {done[label][1]:.2f} s")
+            table, score_s = done[label]
+            for selector in selectors:
+                method = f"{selector}[{label}]" if selectors is MI_SELECTORS else selector
+                red = reduction if selectors is MI_SELECTORS else None
+                rows.append(_selector_row(method, table, selector, count, score_s, red, evaluate, say))
+        rows.append(_random_row(total, count, seed, evaluate, say))
+        n_subsets = math.comb(total, count)
+        subsets.append(n_subsets)
+        if 0 < n_subsets <= oracle_limit:
+            rows.append(_oracle_row(total, count, evaluate, say))
+        else:
+            say(f"oracle skipped: C({total}, {count}) = {n_subsets} subsets > oracle_limit={oracle_limit}")
+    single = len(counts) == 1
+    settings = {"num_blocks": total, "num_remove": counts[0] if single else counts, "counts": counts,
+                "seq_len": seq_len, "stride": stride,
                 "calibration_shape": list(calibration.shape), "variants": [list(v) for v in variants],
-                "tasks": tasks, "limit": limit, "oracle_limit": oracle_limit, "subsets": n_subsets, "seed": seed,
+                "tasks": tasks, "limit": limit, "oracle_limit": oracle_limit,
+                "subsets": subsets[0] if single else subsets, "seed": seed,
                 "eval_texts": {k: int(v.numel()) for k, v in eval_ids.items()},
                 "oracle_criterion": next(iter(eval_ids))}
     return CompareResult(rows=rows, baseline=baseline, tables=tables, settings=settings)
@@ -240,7 +292,7 @@ def _selector_row(method, table, selector, num_remove, score_s, reduction, evalu
     say(f"{method:<36} removes {plan.removed}  perplexity {_first(ppl):.4f}")
     return CompareRow(method=method, selector=plan.selector, estimator=table.estimator, reduction=reduction,
                       removed=list(plan.removed), perplexity=ppl, tasks=acc, score_s=score_s, select_s=select_s,
-                      evaluations=int(plan.evaluations), objective=plan.objective)
+                      evaluations=int(plan.evaluations), objective=plan.objective, num_remove=num_remove)
 
 
 def _first(ppl: dict) -> float:
@@ -254,7 +306,7 @@ def _random_row(total, num_remove, seed, evaluate, say) -> CompareRow:
     ppl, acc = evaluate(removed)
     say(f"{'random':<36} removes {removed}  perplexity {_first(ppl):.4f}")
     return CompareRow(method=f"random(seed={seed})", selector="random", estimator=None, reduction=None,
-                      removed=removed, perplexity=ppl, tasks=acc, select_s=select_s)
+                      removed=removed, perplexity=ppl, tasks=acc, select_s=select_s, num_remove=num_remove)
 
 
 def _oracle_row(total, num_remove, evaluate, say) -> CompareRow:
@@ -268,4 +320,5 @@ def _oracle_row(total, num_remove, evaluate, say) -> CompareRow:
     ppl, acc = evaluate(best)
     say(f"{'oracle':<36} removes {best}  perplexity {best_ppl:.4f} ({n} subsets)")
     return CompareRow(method="oracle", selector="exhaustive_perplexity", estimator=None, reduction=None,
-                      removed=best, perplexity=ppl, tasks=acc, select_s=time.perf_counter() - t0, evaluations=n)
+                      removed=best, perplexity=ppl, tasks=acc, select_s=time.perf_counter() - t0, evaluations=n,
+                      num_remove=num_remove)
