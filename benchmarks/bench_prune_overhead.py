@@ -8,9 +8,13 @@ For each model it times, median of ``--repeats`` after ``--warmup`` untimed runs
   saving (weights, tokenizer when there is one, report.json, plots) - what ``miprun prune``
   does after loading the model;
 and prints the ratio ``prune / forward`` (target: at most 1.5) and the split of ``prune``.
+With ``--heal scale|linear`` the prune also heals (``heal`` column: the extra pass that fits
+and folds the maps, also as a ratio to the forward pass).
 
 Models: ``synthetic`` is a random Llama of 32 blocks, hidden 256; ``stories`` is the real
-stories260K (5 blocks, hidden 64) from the shared data folder (skipped when absent).
+stories260K (5 blocks, hidden 64) from the shared data folder; ``smollm2`` is
+SmolLM2-135M-Instruct (30 blocks, hidden 576) from its GGUF file, dequantised (each
+skipped when absent).
 
 Usage: PYTHONPATH=python python benchmarks/bench_prune_overhead.py [--models synthetic,stories]
        [--n-samples 32] [--seq-len 256] [--repeats 3] [--warmup 1] [--threads N]
@@ -37,7 +41,9 @@ from miprun._native import native_available  # noqa: E402
 from miprun.pipeline.prune import prune  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-STORIES = Path(os.environ.get("MIPRUN_DATA", REPO.parent / "shared" / "data")) / "models" / "stories260K-hf"
+DATA = Path(os.environ.get("MIPRUN_DATA", REPO.parent / "shared" / "data"))
+STORIES = DATA / "models" / "stories260K-hf"
+SMOLLM2 = DATA / "models" / "smollm2-135m-instruct-gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def synthetic_model(seed: int = 0):
@@ -47,6 +53,11 @@ def synthetic_model(seed: int = 0):
     config = LlamaConfig(vocab_size=2048, hidden_size=256, intermediate_size=688, num_hidden_layers=32,
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048)
     return LlamaForCausalLM(config).eval(), None
+
+
+def smollm2_model():
+    from miprun.models.loading import load_model, load_tokenizer
+    return load_model(SMOLLM2, dtype=torch.float32).eval(), load_tokenizer(SMOLLM2)
 
 
 def stories_model():
@@ -85,7 +96,7 @@ def bench(name: str, model, tokenizer, args) -> dict:
         t = time.perf_counter()
         result = prune(fresh, ids, num_remove=num_remove, selector=args.selector, estimator=args.estimator,
                        out_dir=work / "out", overwrite=True, tokenizer=tokenizer, batch_size=args.batch_size,
-                       progress=False)
+                       progress=False, heal=args.heal)
         return time.perf_counter() - t, result.timings
 
     for _ in range(args.warmup):
@@ -107,6 +118,7 @@ def main() -> None:
     ap.add_argument("--num-blocks", type=int, default=None, help="blocks to remove (default T // 4)")
     ap.add_argument("--estimator", default="hist")
     ap.add_argument("--selector", default="fast_block_select")
+    ap.add_argument("--heal", default="none", choices=("none", "scale", "linear"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -122,23 +134,26 @@ def main() -> None:
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, transformers "
           f"{transformers.__version__}, miprun {miprun.__version__}, native core {native_available()}")
     print(f"calibration: {args.n_samples} x {args.seq_len} tokens, batch {args.batch_size}; estimator "
-          f"{args.estimator}, selector {args.selector}; median of {args.repeats} after {args.warmup} warm-up")
+          f"{args.estimator}, selector {args.selector}, heal {args.heal}; median of {args.repeats} after "
+          f"{args.warmup} warm-up")
     rows = []
     for name in args.models.split(","):
-        if name == "stories" and not (STORIES / "config.json").exists():
-            print(f"stories: skipped ({STORIES} not found)")
+        where = {"stories": STORIES / "config.json", "smollm2": SMOLLM2}.get(name)
+        if where is not None and not where.exists():
+            print(f"{name}: skipped ({where} not found)")
             continue
-        model, tok = synthetic_model() if name == "synthetic" else stories_model()
+        model, tok = {"synthetic": synthetic_model, "stories": stories_model, "smollm2": smollm2_model}[name]()
         rows.append(bench(name, model, tok, args))
     print()
     print("| model | blocks x hidden | remove | tokens | forward s | prune s | prune / forward | "
-          "score s | select s | surgery s | save s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "score s | select s | heal s (/ forward) | surgery s | save s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = r["steps"]
+        heal = f"{s['heal']:.2f} ({s['heal'] / r['forward_s']:.2f} x)" if "heal" in s else "-"
         print(f"| {r['model']} | {r['blocks']} x {r['hidden']} | {r['remove']} | {r['tokens']} | "
               f"{r['forward_s']:.2f} | {r['prune_s']:.2f} | {r['ratio']:.2f} x | {s['score']:.2f} | "
-              f"{s['select']:.3f} | {s['surgery']:.3f} | {s['save']:.2f} |")
+              f"{s['select']:.3f} | {heal} | {s['surgery']:.3f} | {s['save']:.2f} |")
 
 
 if __name__ == "__main__":

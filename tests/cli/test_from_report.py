@@ -60,7 +60,8 @@ def test_the_report_records_the_options_given(first):
     assert recorded["scoring"]["max_run"] == 3
     assert recorded["calibration"] == {"n_samples": 4, "seq_len": 64, "seed": 3}
     assert recorded["execution"]["batch_size"] == 3 and recorded["execution"]["device"] == "cpu"
-    assert recorded["output"] == {"out_dir": str(first), "overwrite": False, "plots": False, "format": "hf"}
+    assert recorded["output"] == {"out_dir": str(first), "overwrite": False, "plots": False, "format": "hf",
+                                  "max_ppl_ratio": 50.0}
     # What the report records reads back as the same options.
     assert PruneOptions.from_dict(recorded).to_dict() == recorded
     run = ReportedRun.read(first / "report.json")
@@ -84,7 +85,7 @@ def test_from_report_reproduces_the_plan_and_the_weights(first, tmp_path, capsys
     assert b["objective"] == a["objective"]
     assert _without_output(b["settings"]["options"]) == _without_output(a["settings"]["options"])
     assert b["settings"]["options"]["output"] == {"out_dir": str(out), "overwrite": False, "plots": False,
-                                                  "format": "hf"}
+                                                  "format": "hf", "max_ppl_ratio": 50.0}
     assert b["settings"]["model"] == a["settings"]["model"]
     assert b["settings"]["calibration"] == a["settings"]["calibration"]
     assert _weights(out) and _weights(out) == _weights(first)

@@ -128,3 +128,40 @@ def test_compare_command(tmp_path, capsys):
     assert data["settings"]["held_out"] is True and len(data["rows"]) == 3 + 2 + 1 + 1  # oracle: C(4,1)=4 <= 64
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
     assert main(argv[:-1] + ["--estimators", "cosine", "--overwrite"]) == 2
+
+
+def test_heals_add_a_healed_row_per_selector_measured_on_the_healed_model():
+    from miprun.heal.fit import heal_cuts
+    from miprun.heal.options import HealOptions
+
+    model = tiny_model("llama", preset="eval", num_blocks=5, seed=6)
+    g = torch.Generator().manual_seed(2)
+    calib = torch.randint(0, 64, (8, 32), generator=g)
+    eval_ids = {"held_out": torch.randint(0, 64, (200,), generator=g)}
+    result = compare(model, None, calib, 2, eval_ids=eval_ids, seq_len=40, variants=(("hist", "pooled"),),
+                     seed=3, heals=("linear",), oracle_limit=0)
+    assert result.settings["heals"] == ["linear"]
+    plain = {r.method: r for r in result.rows if r.heal is None}
+    healed = [r for r in result.rows if r.heal == "linear"]
+    assert {r.method for r in healed} == {f"{m}+heal:linear" for m in plain if not m.startswith("random")}
+    for r in healed:
+        base = plain[r.method.removesuffix("+heal:linear")]
+        assert r.removed == base.removed
+        options = HealOptions(heal="linear")
+        fit, held = options.split(calib)
+        copy_ = copy.deepcopy(model)
+        report = heal_cuts(copy_, r.removed, fit, held, options=options).report
+        expect = perplexity(remove_blocks(copy_, r.removed), eval_ids["held_out"], seq_len=40).perplexity
+        assert r.perplexity["held_out"] == pytest.approx(expect, rel=1e-6)
+        if any(c["method"] for c in report["cuts"]):
+            assert r.perplexity["held_out"] != pytest.approx(base.perplexity["held_out"], rel=1e-6)
+
+
+def test_compare_refuses_an_unknown_heal(tmp_path, capsys):
+    with pytest.raises(ValueError, match="not a heal"):
+        compare(tiny_model("llama", preset="eval", num_blocks=4), None, torch.randint(0, 64, (2, 16)), 1,
+                eval_ids={"t": torch.randint(0, 64, (64,))}, seq_len=16, heals=("full",))
+    code = main(["compare", str(tmp_path / "model"), "--num-remove", "1", "--calib", str(tmp_path / "c.txt"),
+                 "--heal", "linear,full", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "full is not a heal" in err and not (tmp_path / "out").exists()

@@ -20,7 +20,7 @@ from miprun.selection.options import SelectionOptions
 from miprun.selection.select import SELECTORS
 from miprun.util.options import route
 
-SECTIONS = ("calibration", "execution", "scoring", "selection", "output")
+SECTIONS = ("calibration", "execution", "scoring", "selection", "heal", "output")
 
 
 # ----------------------------------------------------------------------------- route

@@ -113,6 +113,8 @@ def test_prune_sleb_and_verify_report(calib, tmp_path):
     assert report["pruned_blocks"] == v["candidates"][v["chosen"]]["removed"]
     assert v["loss"] == min(c["loss"] for c in v["candidates"]) and v["forward_passes"] == len(v["candidates"])
     assert report["settings"]["options"]["selection"]["verify"] == 2
+    assert {"shortgpt", "gromov"} <= set(v["portfolio"]) and set(report["score_table"]["companions"]) == \
+        {"cosine", "angular"}
 
 
 def test_measured_loss_needs_the_model_in_memory(calib, tmp_path):

@@ -71,6 +71,19 @@ def non_negative_float(text: str) -> float:
     return v
 
 
+def ratio_limit(text: str) -> float | None:
+    """A ratio ``>= 1``; ``inf`` or ``none``: no limit (None)."""
+    if text.strip().lower() in ("inf", "none"):
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1 or inf, got {text!r}") from None
+    if not v >= 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (or inf), got {text!r}")
+    return v
+
+
 def bins(text: str):
     return int(text) if text.isdigit() else text
 

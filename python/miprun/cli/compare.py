@@ -44,6 +44,9 @@ def register(sub) -> None:
                    help="comma-separated estimator:reduction pairs for Fast-Block-Select (default: all of "
                         "hist:pooled, hist:per_dim, ksg:pooled, ksg:per_dim, ksg:projection, gaussian:pooled, "
                         "gaussian:per_dim)")
+    p.add_argument("--heal", default="", metavar="HEAL[,HEAL]",
+                   help="also evaluate every selector's plan healed: scale, linear or both (scale,linear), fitted "
+                        "on the calibration tokens as prune --heal does; one more row per heal")
     p.add_argument("--oracle-limit", type=non_negative, default=64,
                    help="run the exhaustive perplexity oracle when there are at most this many subsets (0: never)")
     p.add_argument("--max-samples", type=positive, default=None,
@@ -71,8 +74,18 @@ def counts(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _heals(text: str) -> list[str]:
+    """``"scale,linear"`` -> the heals; ``""`` or ``"none"`` -> none."""
+    names = [t.strip() for t in text.split(",") if t.strip() and t.strip() != "none"]
+    bad = [n for n in names if n not in ("scale", "linear")]
+    if bad:
+        raise ValueError(f"--heal {text!r}: {', '.join(bad)} is not a heal; choose from scale, linear")
+    return names
+
+
 def _check_inputs(args) -> tuple[Path, list[str], tuple]:
     """Every input and the output folder, checked before the model loads."""
+    _heals(args.heal)
     info = inspect_model(args.model, trust_remote_code=args.trust_remote_code, require_family=False)  # config only
     check_counts(args.num_remove, info.num_blocks)
     texts = args.eval_text or [args.calib]
@@ -102,7 +115,8 @@ def run(args) -> int:
     result = compare(model, tokenizer, ids, num_remove, eval_ids=eval_ids, seq_len=seq_len, stride=args.stride,
                      ppl_batch_size=args.ppl_batch_size, variants=variants, tasks=args.tasks, limit=args.limit,
                      data_dir=args.data_dir, task_batch_size=args.task_batch_size, oracle_limit=args.oracle_limit,
-                     seed=args.seed, max_samples=args.max_samples, batch_size=args.batch_size, log=log)
+                     seed=args.seed, max_samples=args.max_samples, batch_size=args.batch_size,
+                     heals=_heals(args.heal), log=log)
     result.settings.update({"model": str(args.model), "calibration": str(args.calib),
                             "held_out": bool(args.eval_text)})
     paths = write_outputs(result, out_dir, extra={"versions": versions()}, overwrite=args.overwrite,

@@ -52,3 +52,9 @@ class HealOptions(Options):
     @property
     def active(self) -> bool:
         return self.heal != "none"
+
+    def split(self, ids):
+        """Calibration windows ``(fit, held_out)``: the last ``heal_held_out`` share (at least one, never all) held out."""
+        n = int(ids.shape[0])
+        held = min(n - 1, max(1, round(n * self.heal_held_out))) if self.heal_held_out > 0 and n > 1 else 0
+        return ids[:n - held], ids[n - held:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -29,12 +30,17 @@ class OutputOptions(Options):
         ``"hf"`` (default): a Hugging Face checkpoint (safetensors, config, tokenizer);
         ``"gguf"``: for a GGUF input, a GGUF file holding the input's kept blocks as they
         are (same quantisation), renumbered.
+    max_ppl_ratio : float or None
+        Refuse to write a pruned model whose perplexity on the last eighth of the
+        calibration windows exceeds this many times the unpruned model's (a model in
+        memory only; None: no check). Default 50: past that the model is broken, not pruned.
     """
 
     out_dir: str | None = None
     overwrite: bool = False
     plots: bool = True
     format: str = "hf"
+    max_ppl_ratio: float | None = 50.0
 
     def __post_init__(self) -> None:
         if self.out_dir is not None:
@@ -44,5 +50,8 @@ class OutputOptions(Options):
         for name in ("overwrite", "plots"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        r = self.max_ppl_ratio
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or math.isnan(r) or r < 1):
+            raise ValueError(f"max_ppl_ratio must be a number >= 1 (inf or None: no check), got {r!r}")
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")

@@ -9,6 +9,9 @@ measures the perplexity of every one and keeps the best: the ground truth the ot
 judged against. Each distinct plan is pruned (on a copy) and evaluated once, the same way for
 all: perplexity on the evaluation texts and, optionally, zero-shot tasks.
 
+With ``heals`` (``scale``, ``linear``), every selector's plan is also evaluated healed
+(:mod:`miprun.heal`, fitted on the calibration tokens), one more row per heal.
+
 ``num_remove`` may be a list of block counts: every table is scored once, up to the longest
 run the largest count needs, and every selector runs at every count (one row per selector
 and count), so that perplexity and accuracy can be drawn against the share of blocks
@@ -18,6 +21,7 @@ removed (:mod:`miprun.pipeline.compare_report`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import time
@@ -28,6 +32,8 @@ import numpy as np
 import torch
 from miprun.evaluate.perplexity import perplexity
 from miprun.evaluate.zeroshot import evaluate_tasks
+from miprun.heal.fit import heal_cuts
+from miprun.heal.options import HealOptions
 from miprun.mi import REDUCTIONS
 from miprun.models.blocks import find_blocks
 from miprun.output.surgery import remove_blocks
@@ -70,6 +76,8 @@ class CompareRow:
         ``1 - normalised score``); None where it has no table.
     num_remove : int or None
         Blocks this row removes (0 for the unpruned model).
+    heal : str or None
+        The heal applied after the cut (``scale``, ``linear``), None for none.
     """
 
     method: str
@@ -84,6 +92,7 @@ class CompareRow:
     evaluations: int = 0
     objective: float | None = None
     num_remove: int | None = None
+    heal: str | None = None
 
 
 @dataclass
@@ -134,17 +143,27 @@ class _Evaluator:
     """Prune a copy of the model and evaluate it, once per distinct plan."""
 
     def __init__(self, model, tokenizer, eval_ids: dict[str, torch.Tensor], *, seq_len: int, stride: int | None,
-                 ppl_batch_size: int, tasks, limit, data_dir, task_batch_size: int, seed: int):
+                 ppl_batch_size: int, tasks, limit, data_dir, task_batch_size: int, seed: int,
+                 calibration: torch.Tensor | None = None, batch_size: int = 8):
         self.model, self.tokenizer, self.eval_ids = model, tokenizer, eval_ids
+        self.calibration, self.batch_size = calibration, batch_size
         self.seq_len, self.stride, self.ppl_batch_size = seq_len, stride, ppl_batch_size
         self.tasks, self.limit, self.data_dir = tasks, limit, data_dir
         self.task_batch_size, self.seed = task_batch_size, seed
-        self.cache: dict[tuple[int, ...], tuple[dict, dict]] = {}
+        self.cache: dict[tuple, tuple[dict, dict]] = {}
 
-    def __call__(self, removed: Sequence[int]) -> tuple[dict, dict]:
-        key = tuple(sorted(int(b) for b in removed))
+    def __call__(self, removed: Sequence[int], heal: str | None = None) -> tuple[dict, dict]:
+        blocks = tuple(sorted(int(b) for b in removed))
+        key = (blocks, heal)
         if key not in self.cache:
-            pruned = remove_blocks(copy.deepcopy(self.model), list(key)) if key else self.model
+            pruned = self.model
+            if blocks:
+                pruned = copy.deepcopy(self.model)
+                if heal is not None:  # fitted on the calibration tokens, as prune --heal does
+                    options = HealOptions(heal=heal)
+                    fit, held = options.split(self.calibration)
+                    heal_cuts(pruned, list(blocks), fit, held, options=options, batch_size=self.batch_size)
+                remove_blocks(pruned, list(blocks))
             ppl = {name: perplexity(pruned, ids, seq_len=self.seq_len, stride=self.stride,
                                     batch_size=self.ppl_batch_size).perplexity
                    for name, ids in self.eval_ids.items()}
@@ -185,7 +204,7 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int | Seque
             seq_len: int, stride: int | None = None, ppl_batch_size: int = 1,
             variants: Sequence[tuple[str, str]] = MI_VARIANTS, tasks=None, limit: int | None = None,
             data_dir=None, task_batch_size: int = 8, oracle_limit: int = 64, seed: int = 0,
-            max_samples: int | None = None, batch_size: int = 8,
+            max_samples: int | None = None, batch_size: int = 8, heals: Sequence[str] = (),
             log: Callable[[str], None] | None = None) -> CompareResult:
     """Run every selector on the same model and calibration tokens and evaluate each pruned model.
 
@@ -217,6 +236,9 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int | Seque
         KSG subsample size (default: the estimator's).
     batch_size : int
         Calibration samples per forward pass while scoring.
+    heals : sequence of str
+        Heals (``scale``, ``linear``) each selector's plan is also evaluated with, one row
+        each (``<method>+heal:<name>``).
     log : callable, optional
         Receives one progress line per step.
 
@@ -232,9 +254,13 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int | Seque
     counts = check_counts(num_remove, total)
     longest = max(counts)
     device = next(model.parameters()).device
+    heals = tuple(dict.fromkeys(heals))
+    for h in heals:
+        if h not in ("scale", "linear"):
+            raise ValueError(f"heals: {h!r} is not a heal; choose from scale, linear")
     evaluate = _Evaluator(model, tokenizer, eval_ids, seq_len=seq_len, stride=stride,
                           ppl_batch_size=ppl_batch_size, tasks=tasks, limit=limit, data_dir=data_dir,
-                          task_batch_size=task_batch_size, seed=seed)
+                          task_batch_size=task_batch_size, seed=seed, calibration=calibration, batch_size=batch_size)
 
     def scored(estimator: str, reduction: str, max_run: int):
         t0 = time.perf_counter()
@@ -265,6 +291,7 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int | Seque
                 method = f"{selector}[{label}]" if selectors is MI_SELECTORS else selector
                 red = reduction if selectors is MI_SELECTORS else None
                 rows.append(_selector_row(method, table, selector, count, score_s, red, evaluate, say))
+                rows += [_healed_row(rows[-1], h, evaluate, say) for h in heals]
         rows.append(_random_row(total, count, seed, evaluate, say))
         n_subsets = math.comb(total, count)
         subsets.append(n_subsets)
@@ -276,7 +303,7 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int | Seque
     settings = {"num_blocks": total, "num_remove": counts[0] if single else counts, "counts": counts,
                 "seq_len": seq_len, "stride": stride,
                 "calibration_shape": list(calibration.shape), "variants": [list(v) for v in variants],
-                "tasks": tasks, "limit": limit, "oracle_limit": oracle_limit,
+                "tasks": tasks, "limit": limit, "oracle_limit": oracle_limit, "heals": list(heals),
                 "subsets": subsets[0] if single else subsets, "seed": seed,
                 "eval_texts": {k: int(v.numel()) for k, v in eval_ids.items()},
                 "oracle_criterion": next(iter(eval_ids))}
@@ -293,6 +320,16 @@ def _selector_row(method, table, selector, num_remove, score_s, reduction, evalu
     return CompareRow(method=method, selector=plan.selector, estimator=table.estimator, reduction=reduction,
                       removed=list(plan.removed), perplexity=ppl, tasks=acc, score_s=score_s, select_s=select_s,
                       evaluations=int(plan.evaluations), objective=plan.objective, num_remove=num_remove)
+
+
+def _healed_row(row: CompareRow, heal: str, evaluate, say) -> CompareRow:
+    """The same plan as ``row``, healed with ``heal`` before its blocks are removed."""
+    t0 = time.perf_counter()
+    ppl, acc = evaluate(row.removed, heal)
+    method = f"{row.method}+heal:{heal}"
+    say(f"{method:<36} removes {row.removed}  perplexity {_first(ppl):.4f}")
+    return dataclasses.replace(row, method=method, perplexity=ppl, tasks=acc, heal=heal,
+                               select_s=row.select_s + time.perf_counter() - t0)
 
 
 def _first(ppl: dict) -> float:

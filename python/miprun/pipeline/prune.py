@@ -10,6 +10,7 @@ rewritten shard by shard, with ``report.json`` written last inside the same atom
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,11 @@ from miprun.scoring.table import ScoreTable
 from miprun.selection.plan import Plan
 from miprun.selection.select import select
 
-__all__ = ["PruneResult", "prune"]
+__all__ = ["PruneResult", "prune", "BrokenPlanError"]
+
+
+class BrokenPlanError(ValueError):
+    """The chosen plan leaves a model whose calibration perplexity is past ``max_ppl_ratio`` times the dense one."""
 
 
 @dataclass
@@ -129,6 +134,7 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
     t = time.perf_counter()
     scored = score_tokens(model, score_ids, options.scoring, options.execution, config=prep.info.config,
                           max_run=options.max_run(prep.num_remove, prep.info.num_blocks),
+                          companions=options.selection.companions(prep.num_remove),
                           data_parallel=data_parallel, progress=progress and main)
     table, source = scored.table, scored.source
     table.settings["calibration"] = prep.calibration
@@ -142,7 +148,9 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
     if oracle is not None:
         timings["loss"] = oracle.seconds  # the forward passes of sleb / verify, part of "select"
 
+    check = _PlanCheck.start(source, prep.input_ids, options)
     healed = _heal(source, plan, prep, options, data_parallel, progress and main, timings)
+    checked = check.finish(plan) if check is not None else None
     pruned, described = _remove(source, plan, prep, timings)
     settings_out = {"model": prep.info.name, "num_remove": prep.num_remove, "calibration": prep.calibration,
                     "options": options.to_dict()}
@@ -158,6 +166,8 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
             built[0].update(_measured(plan, oracle, loss_ids is not None and loss_ids is not prep.input_ids))
             if healed is not None:
                 built[0]["heal"] = healed.report
+            if checked is not None:
+                built[0]["plan_check"] = checked
         return built[0]
 
     if out_dir is not None:
@@ -235,10 +245,7 @@ def _heal(source, plan: Plan, prep: _Prepared, options: PruneOptions, data_paral
     if not heal.active:
         return None
     t = time.perf_counter()
-    ids = prep.input_ids
-    n = int(ids.shape[0])
-    held = min(n - 1, max(1, round(n * heal.heal_held_out))) if heal.heal_held_out > 0 and n > 1 else 0
-    fit_ids, held_ids = ids[:n - held], ids[n - held:]
+    fit_ids, held_ids = heal.split(prep.input_ids)
     reducer = None
     if data_parallel is not None and data_parallel.world_size > 1:
         fit_ids = data_parallel.shard(fit_ids).input_ids
@@ -248,6 +255,43 @@ def _heal(source, plan: Plan, prep: _Prepared, options: PruneOptions, data_paral
                         batch_size=options.execution.batch_size, progress=progress)
     timings["heal"] = time.perf_counter() - t
     return healing
+
+
+@dataclass
+class _PlanCheck:
+    """The pruned model's perplexity against the dense one's, on the last eighth of the calibration windows.
+
+    Measured before anything is written, on the model in memory (the dense loss before a
+    heal changes its weights, the pruned one after, with the removed blocks bypassed); a
+    plan past ``max_ppl_ratio`` is refused with :class:`BrokenPlanError`.
+    """
+
+    oracle: CalibrationLoss
+    dense: float
+    max_ratio: float
+
+    @classmethod
+    def start(cls, source, ids: torch.Tensor, options: PruneOptions) -> "_PlanCheck | None":
+        max_ratio = options.output.max_ppl_ratio
+        if max_ratio is None or source.kind != "in_memory":
+            return None
+        n = int(ids.shape[0])
+        oracle = CalibrationLoss(source.model, ids[n - max(1, n // 8):], batch_size=options.execution.batch_size)
+        return cls(oracle, oracle(()), float(max_ratio))
+
+    def finish(self, plan: Plan) -> dict:
+        pruned = self.oracle(plan.removed)
+        ratio = math.exp(pruned - self.dense) if math.isfinite(pruned) else math.inf
+        out = {"windows": int(self.oracle.input_ids.shape[0]), "dense_perplexity": math.exp(self.dense),
+               "pruned_perplexity": math.exp(pruned) if math.isfinite(pruned) else math.inf, "ratio": ratio,
+               "max_ratio": self.max_ratio, "seconds": self.oracle.seconds}
+        if not ratio <= self.max_ratio:
+            raise BrokenPlanError(
+                f"the plan {plan.removed} ({plan.selector}) breaks the model: perplexity {out['pruned_perplexity']:.4g} "
+                f"on the last {out['windows']} calibration windows against {out['dense_perplexity']:.4g} unpruned "
+                f"({ratio:.3g} x, over max_ppl_ratio {self.max_ratio:g}); nothing was written. Remove fewer blocks, "
+                f"measure candidates with verify (--verify 4), try another selector, or raise --max-ppl-ratio")
+        return out
 
 
 def _remove(source, plan: Plan, prep: _Prepared, timings: dict) -> tuple[Any, dict]:

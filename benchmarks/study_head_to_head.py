@@ -1,26 +1,35 @@
-"""Study 5: which selector gives the lowest held-out perplexity on a real 30-block model, at what cost?
+"""Study 5: which selector gives the lowest held-out perplexity on a real model, at what cost?
 
-Model: SmolLM2-135M-Instruct (Llama, 30 blocks) from its Q4_1 GGUF file, loaded dequantised
-in float32 on the CPU. Calibration: 32 windows x 512 tokens of WikiText-2 valid (seed 0),
+Models (``--model``): SmolLM2-135M-Instruct (Llama, 30 blocks) from its Q4_1 GGUF file,
+Gemma-3-270M (18 blocks, sliding and full attention) from its Q4_K_M GGUF file (fetched by
+``../shared/data/fetch-gemma3-270m.sh`` into ``~/.cache/miprun/models``), both loaded
+dequantised in float32 on the CPU, or stories260K (5 blocks). Gemma gets a BOS token at
+the start of every window (calibration and evaluation): without it its perplexity is
+meaningless. Calibration: 32 windows x 512 tokens of WikiText-2 valid (seed 0),
 drawn as ``miprun.calibration.windows`` does. The first ``32 - held`` windows are scored;
 the last ``held`` windows (``--held``, default 4) are held back and are what SLEB and
 ``verify`` measure their calibration loss on (one ``CalibrationLoss`` each, so that their
 forward passes are counted apart). The pipeline holds back ``max(1, n // 4)`` = 8 windows
 for ``verify``; fewer here, to fit SLEB's O(T N) passes into a CPU time box.
 
-Each estimator is scored once (hist pooled, cosine, angular, gaussian) and its table
-serves every ratio. For 3, 6 and 9 removed blocks (10/20/30 %): fast_block_select,
-optimal and greedy on the hist table, ShortGPT (cosine), Gromov (angular), a random plan
-(seed 0), SLEB, and ``verify`` K = 2 and 4 (fast_block_select's K best plus the portfolio,
-on the hist table). Each plan is evaluated by bypassing its blocks
+Each estimator is scored once and its table serves every ratio: hist pooled (runs, with
+the cosine and angular companion tables of the same pass), gaussian pooled (runs), cosine,
+angular (runs), and for the single-block ranking also ksg pooled and hist and gaussian
+per_dim. At about
+10/20/30 % of the blocks removed (SmolLM2 3/6/9, Gemma 2/4/5, stories260K 1/2):
+fast_block_select on hist and on gaussian, optimal and greedy on the hist table, ShortGPT
+(cosine), Gromov (angular), a random plan (seed 0), SLEB, and ``verify`` K = 2 and 4
+(fast_block_select's K best plus the portfolio fast_block_select/optimal/greedy/ShortGPT/
+Gromov, on the hist table). Each plan is evaluated by bypassing its blocks
 (``miprun.evaluate.calibration_loss.bypassed``, the model ``remove_blocks`` makes) on
 held-out text: WikiText-2 test (16 x 512 windows) and C4 (up to 16 x 512). Single-block
 truth: the perplexity with each one block removed (WikiText-2 test, 8 x 512), against which
 every estimator's single-block score is ranked (Spearman).
 
-Run: ``PYTHONPATH=python python benchmarks/study_smollm2.py --out /tmp/study_smollm2.json``
-(about 30 minutes on 2 CPU threads). The JSON is rewritten after every step, so an
-interrupted run keeps what it measured.
+Run: ``PYTHONPATH=python:benchmarks python benchmarks/study_head_to_head.py --model smollm2
+--out /tmp/h2h_smollm2.json`` (about 30 minutes on 2 CPU threads; ``--sleb-from`` an earlier
+JSON of the same model and protocol reuses its SLEB plans). The JSON is rewritten after
+every step, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -35,49 +44,70 @@ from pathlib import Path
 import miprun
 import numpy as np
 import torch
-from miprun.evaluate.calibration_loss import CalibrationLoss, bypassed
+from miprun.evaluate.calibration_loss import CalibrationLoss, bypassed, mean_next_token_loss
 from miprun.evaluate.perplexity import perplexity
 from miprun.evaluate.summary import read_text, tokenize_text
 from miprun.models.loading import load_model, load_tokenizer
 from study_common import DATA, TEXT, calibration_ids, machine, markdown, token_stream
 
-GGUF = DATA / "models" / "smollm2-135m-instruct-gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: name -> (model path, BOS per window, default block counts)
+MODELS = {
+    "smollm2": (DATA / "models" / "smollm2-135m-instruct-gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf", False, "3,6,9"),
+    "gemma3": (Path.home() / ".cache" / "miprun" / "models" / "gemma-3-270m" / "gemma-3-270m-q4_k_m.gguf", True,
+               "2,4,5"),
+    "stories": (DATA / "models" / "stories260K-hf", False, "1,2"),
+}
 WIKI_VALID = TEXT / "wikitext-2-raw" / "wiki.valid.raw"
 WIKI_TEST = TEXT / "wikitext-2-raw" / "wiki.test.raw"
 C4 = TEXT / "c4" / "c4_demo_300docs.json"
-SCORE_ONLY = ("fast_block_select", "optimal", "greedy", "shortgpt", "gromov", "random")
+SCORE_ONLY = ("fast_block_select", "fbs_gaussian", "optimal", "greedy", "shortgpt", "gromov", "random")
 SELECTORS = SCORE_ONLY + ("sleb", "verify2", "verify4")
 
 
 class Evaluator:
     """Held-out perplexity with a set of blocks bypassed, each (text, set) measured once."""
 
-    def __init__(self, model, texts: dict[str, torch.Tensor], seq_len: int):
+    def __init__(self, model, texts: dict[str, torch.Tensor], seq_len: int, bos: int | None = None):
         self.model, self.texts, self.seq_len, self.cache = model, texts, seq_len, {}
+        self.windows = {}
+        if bos is not None:  # BOS + seq_len - 1 tokens per window, the loss over the rest
+            body = seq_len - 1
+            for name, ids in texts.items():
+                n = ids.numel() // body
+                w = ids[:n * body].reshape(n, body)
+                self.windows[name] = torch.cat([torch.full((n, 1), bos, dtype=w.dtype), w], dim=1)
 
     def __call__(self, text: str, removed) -> float:
         key = (text, tuple(sorted(int(b) for b in removed)))
         if key not in self.cache:
             with bypassed(self.model, key[1]):
-                self.cache[key] = perplexity(self.model, self.texts[text], seq_len=self.seq_len,
-                                             batch_size=8).perplexity
+                if text in self.windows:
+                    self.cache[key] = math.exp(mean_next_token_loss(self.model, self.windows[text], batch_size=8)[0])
+                else:
+                    self.cache[key] = perplexity(self.model, self.texts[text], seq_len=self.seq_len,
+                                                 batch_size=8).perplexity
         return self.cache[key]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="/tmp/study_smollm2.json")
+    ap.add_argument("--model", choices=sorted(MODELS), default="smollm2")
+    ap.add_argument("--out", default=None, help="default /tmp/h2h_<model>.json")
+    ap.add_argument("--sleb-from", default=None, help="reuse the SLEB plans of an earlier JSON (same protocol)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-samples", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--held", type=int, default=4, help="calibration windows held back for SLEB / verify")
-    ap.add_argument("--ratios", default="3,6,9")
+    ap.add_argument("--ratios", default=None, help="blocks removed, e.g. 3,6,9 (default: the model's)")
     ap.add_argument("--wiki-windows", type=int, default=16)
     ap.add_argument("--c4-windows", type=int, default=16)
     ap.add_argument("--single-windows", type=int, default=8)
     ap.add_argument("--budget-s", type=float, default=1e9,
                     help="skip the steps (single-block truth, then C4) that would start after this many seconds")
     args = ap.parse_args()
+    model_path, needs_bos, default_ratios = MODELS[args.model]
+    args.ratios = args.ratios or default_ratios
+    args.out = args.out or f"/tmp/h2h_{args.model}.json"
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     out: dict = {"machine": machine(args.threads), "platform": platform.platform(), "args": vars(args),
@@ -98,11 +128,14 @@ def main() -> None:
 
     print(out["machine"])
     t = time.perf_counter()
-    model = load_model(GGUF, dtype=torch.float32).eval()
-    tok = load_tokenizer(GGUF)
-    T = len(model.model.layers)
+    model = load_model(model_path, dtype=torch.float32).eval()
+    tok = load_tokenizer(model_path)
+    T = model.config.num_hidden_layers
     out["load_s"] = time.perf_counter() - t
     calib = calibration_ids(WIKI_VALID, tok, n_samples=args.n_samples, seq_len=args.seq_len, seed=0)
+    bos = tok.bos_token_id if needs_bos else None
+    if bos is not None:  # each window starts with BOS (and holds one token fewer)
+        calib = torch.cat([torch.full((calib.shape[0], 1), bos, dtype=calib.dtype), calib[:, :-1]], dim=1)
     score_ids, loss_ids = calib[:args.n_samples - args.held], calib[args.n_samples - args.held:]
     wiki = tokenize_text(read_text(WIKI_TEST), tok)
     c4 = token_stream(C4, tok)
@@ -113,16 +146,20 @@ def main() -> None:
                     "c4_tokens_available": int(c4.numel()), "single_windows": args.single_windows,
                     "calibration": {"windows": args.n_samples, "scored": int(score_ids.shape[0]),
                                     "held_back_for_loss": int(loss_ids.shape[0]), "seq_len": L, "seed": 0}}
-    ev = Evaluator(model, texts, L)
+    ev = Evaluator(model, texts, L, bos)
     ratios = [int(r) for r in args.ratios.split(",")]
     max_n = max(ratios)
 
     # --- scoring, once per estimator
     tables, out["scoring_s"] = {}, {}
-    for name, kw in (("hist", {"estimator": "hist", "reduction": "pooled", "max_run": max_n}),
+    for name, kw in (("hist", {"estimator": "hist", "reduction": "pooled", "max_run": max_n,
+                               "companions": {"cosine": 1, "angular": max_n}}),
                      ("cosine", {"estimator": "cosine", "max_run": 1}),
                      ("angular", {"estimator": "angular", "max_run": max_n}),
-                     ("gaussian", {"estimator": "gaussian", "max_run": 1})):
+                     ("gaussian", {"estimator": "gaussian", "max_run": max_n}),
+                     ("ksg", {"estimator": "ksg", "reduction": "pooled", "max_run": 1}),
+                     ("hist_per_dim", {"estimator": "hist", "reduction": "per_dim", "max_run": 1}),
+                     ("gaussian_per_dim", {"estimator": "gaussian", "reduction": "per_dim", "max_run": 1})):
         t = time.perf_counter()
         tables[name] = miprun.score_blocks(model, score_ids, progress=False, seed=0, **kw)
         out["scoring_s"][name] = time.perf_counter() - t
@@ -140,8 +177,8 @@ def main() -> None:
                 removed = sorted(int(b) for b in rng.choice(T, n, replace=False))
                 evaluations = 0
             else:
-                table = tables["cosine" if s == "shortgpt" else "angular" if s == "gromov" else "hist"]
-                plan = miprun.select(table, n, selector=s)
+                table = tables[{"shortgpt": "cosine", "gromov": "angular", "fbs_gaussian": "gaussian"}.get(s, "hist")]
+                plan = miprun.select(table, n, selector="fast_block_select" if s == "fbs_gaussian" else s)
                 removed, evaluations = list(plan.removed), plan.evaluations
             plans[s][n] = {"removed": removed, "forward_passes": 0, "run_scores_read": evaluations,
                            "select_s": time.perf_counter() - t}
@@ -158,7 +195,10 @@ def main() -> None:
     out["plans"] = plans
     save()
     sleb_loss = CalibrationLoss(model, loss_ids, batch_size=8)
-    for n in ratios:  # one oracle for all ratios: SLEB's plan for n extends its plan for a smaller n
+    reused = json.loads(Path(args.sleb_from).read_text())["plans"]["sleb"] if args.sleb_from else {}
+    for n in ratios if reused else ():
+        plans["sleb"][n] = dict(reused[str(n)], reused_from=args.sleb_from)
+    for n in ratios if not reused else ():  # one oracle for all ratios: SLEB's plan for n extends a smaller n's
         t = time.perf_counter()
         plan = miprun.select(None, n, selector="sleb", num_blocks=T, loss=sleb_loss)
         plans["sleb"][n] = {"removed": list(plan.removed), "forward_passes": plan.evaluations,
@@ -169,7 +209,7 @@ def main() -> None:
         log(f"sleb n={n}: {plan.removed}, {plan.evaluations} passes, oracle {sleb_loss.seconds:.0f} s so far")
         save()
     # a standalone SLEB run for n pays every pass of its own search: seconds scale with passes
-    for n in ratios:
+    for n in ratios if not reused else ():
         plans["sleb"][n]["select_s"] = sleb_loss.seconds * plans["sleb"][n]["forward_passes"] / sleb_loss.passes
 
     # --- held-out perplexity on WikiText-2 test
@@ -220,7 +260,7 @@ def report(out: dict, ratios: list[int]) -> None:
             continue
         print(f"\nPerplexity on {text} (dense {ppl.get('dense', float('nan')):.2f})\n")
         rows = [[s] + [ppl.get(f"{s}@{n}", float("nan")) for n in ratios] for s in SELECTORS]
-        print(markdown(["selector"] + [f"{n} of 30" for n in ratios], rows))
+        print(markdown(["selector"] + [f"{n} removed" for n in ratios], rows))
     print("\nForward passes (loss measurements) and selection seconds\n")
     print(markdown(["selector"] + [f"passes {n}" for n in ratios] + [f"s {n}" for n in ratios],
                    [[s] + [plans[s][str(n)]["forward_passes"] if str(n) in plans[s] else plans[s][n]["forward_passes"]

@@ -1,0 +1,64 @@
+"""A plan that breaks the model is noticed before anything is written."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from miprun.cli import main as cli
+from miprun.evaluate.calibration_loss import bypassed, mean_next_token_loss
+from miprun.pipeline.prune import BrokenPlanError, prune
+from support import STORIES, data_file, requires_native, requires_stories
+from tiny_models import calibration_ids, tiny_model
+
+pytestmark = requires_native
+
+
+def _perplexity(model, ids, removed=()):
+    with bypassed(model, removed):
+        return math.exp(mean_next_token_loss(model, ids)[0])
+
+
+def test_the_check_measures_the_plan_on_the_last_eighth_of_the_windows(tmp_path):
+    model = tiny_model("llama", num_blocks=6, seed=1)
+    ids = calibration_ids(16, 12, seed=2)
+    reference = tiny_model("llama", num_blocks=6, seed=1)
+    result = prune(model, ids, num_remove=2, selector="optimal", out_dir=tmp_path / "o", plots=False,
+                   progress=False, max_ppl_ratio=1e6)
+    check = json.loads((tmp_path / "o" / "report.json").read_text())["plan_check"]
+    assert check["windows"] == 2
+    assert check["dense_perplexity"] == pytest.approx(_perplexity(reference, ids[14:]), rel=1e-9)
+    assert check["pruned_perplexity"] == pytest.approx(_perplexity(reference, ids[14:], result.plan.removed),
+                                                       rel=1e-9)
+    assert check["ratio"] == pytest.approx(check["pruned_perplexity"] / check["dense_perplexity"], rel=1e-9)
+
+
+@requires_stories
+def test_a_broken_plan_is_refused_and_nothing_is_written(tmp_path):
+    calib = data_file("text/tinystories/TinyStories-valid.head45.txt")
+    settings = dict(num_remove=2, selector="optimal", n_samples=8, seq_len=64, plots=False, progress=False)
+    free = prune(STORIES, calib, max_ppl_ratio=1e9, **settings)
+    cost = free.report["plan_check"]["ratio"]  # checked against a direct measurement above
+    assert cost > 1.01
+    with pytest.raises(BrokenPlanError, match=r"over max_ppl_ratio .*nothing was written"):
+        prune(STORIES, calib, max_ppl_ratio=1.0 + (cost - 1.0) / 2, out_dir=tmp_path / "refused", **settings)
+    assert list(tmp_path.glob("refused*")) == []
+    result = prune(STORIES, calib, max_ppl_ratio=cost * 1.01, out_dir=tmp_path / "kept", **settings)
+    assert result.plan.removed == free.plan.removed
+    assert result.report["plan_check"]["ratio"] == pytest.approx(cost, rel=1e-9)
+    assert (tmp_path / "kept" / "report.json").exists()
+
+
+@requires_stories
+def test_cli_refuses_a_broken_plan_with_exit_2(tmp_path, capsys):
+    calib = data_file("text/tinystories/TinyStories-valid.head45.txt")
+    code = cli.main(["prune", str(STORIES), "--calib", str(calib), "--n-samples", "8", "--seq-len", "64",
+                     "--num-remove", "2", "--max-ppl-ratio", "1.0001", "--out", str(tmp_path / "o"), "--no-plots",
+                     "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "breaks the model" in err and "nothing was written" in err
+    assert not (tmp_path / "o").exists()
+    code = cli.main(["prune", str(STORIES), "--calib", str(calib), "--num-remove", "1", "--max-ppl-ratio", "0.5",
+                     "--out", str(tmp_path / "p")])
+    assert code == 2 and "must be >= 1" in capsys.readouterr().err
