@@ -4,14 +4,14 @@ For a real model (SmolLM2-135M-Instruct from its Q4_1 GGUF, or Gemma-3-270M from
 Q4_K_M GGUF with ``--model gemma3``), loaded dequantised in float32 on the CPU, and the
 plans of several selectors at several block counts, it measures held-out perplexity
 (WikiText-2 test and C4, non-overlapping windows; Gemma gets a BOS at the start of each
-window) of the pruned model unhealed and healed with each method of
+window, calibration included) of the pruned model unhealed and healed with each method of
 :func:`miprun.heal.fit.heal_cuts` (``scale``; ``linear`` fitted sequentially or on the
 dense model; optionally other ridges), and optionally zero-shot accuracy (``--tasks``),
 each next to the dense model. Calibration: 32 x 512 tokens of WikiText-2 valid (seed 0),
 as ``miprun prune`` draws them; the heal fits on the first 28 windows and reports its
 residual on the last 4 (``heal_held_out`` 0.125).
 
-Plans: the ones ``benchmarks/study_smollm2.py`` chose (``--plans-from`` its JSON), or
+Plans: the ones ``benchmarks/study_head_to_head.py`` chose (``--plans-from`` its JSON), or
 ``--plan NAME=b,b,b`` (repeatable).
 
 Run: ``PYTHONPATH=python:benchmarks python benchmarks/study_heal.py --plans-from /tmp/study_smollm2.json
@@ -45,7 +45,9 @@ WIKI_TEST = TEXT / "wikitext-2-raw" / "wiki.test.raw"
 C4 = TEXT / "c4" / "c4_demo_300docs.json"
 #: name -> HealOptions keywords (None: unhealed)
 VARIANTS = {"none": None, "scale": dict(heal="scale"), "linear": dict(heal="linear"),
-            "linear-dense": dict(heal="linear", heal_fit="dense")}
+            "linear-dense": dict(heal="linear", heal_fit="dense"),
+            "linear-relative": dict(heal="linear", heal_objective="relative"),
+            "scale-relative": dict(heal="scale", heal_objective="relative")}
 
 
 def windows(stream: torch.Tensor, n: int, length: int, bos: int | None) -> torch.Tensor:
@@ -62,12 +64,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=sorted(MODELS), default="smollm2")
     ap.add_argument("--out", default="/tmp/study_heal.json")
-    ap.add_argument("--plans-from", default=None, help="a benchmarks/study_smollm2.py JSON")
+    ap.add_argument("--plans-from", default=None, help="a benchmarks/study_head_to_head.py JSON")
     ap.add_argument("--selectors", default="fast_block_select,shortgpt,sleb")
     ap.add_argument("--counts", default="6,9")
     ap.add_argument("--plan", action="append", default=[], metavar="NAME=b,b,...")
     ap.add_argument("--variants", default="none,scale,linear,linear-dense")
     ap.add_argument("--ridges", default="", help="extra linear ridges to try, e.g. 1e-2,1e-1")
+    ap.add_argument("--objective", default="mse", help="objective of the --ridges variants")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--wiki-windows", type=int, default=16)
     ap.add_argument("--c4-windows", type=int, default=8)
@@ -92,6 +95,8 @@ def main() -> None:
     tok = load_tokenizer(gguf)
     bos = tok.bos_token_id if needs_bos else None
     calib = calibration_ids(WIKI_VALID, tok, n_samples=32, seq_len=512, seed=0)
+    if bos is not None:  # each window starts with BOS (and holds one token fewer), as in the head-to-head study
+        calib = torch.cat([torch.full((calib.shape[0], 1), bos, dtype=calib.dtype), calib[:, :-1]], dim=1)
     fit_ids, held_ids = calib[:28], calib[28:]
     texts = {"wikitext2": windows(tokenize_text(read_text(WIKI_TEST), tok), args.wiki_windows, 512, bos),
              "c4": windows(token_stream(C4, tok), args.c4_windows, 512, bos)}
@@ -127,7 +132,8 @@ def main() -> None:
         plans[name] = [int(b) for b in blocks.split(",")]
     variants = {v: VARIANTS[v] for v in args.variants.split(",")}
     for r in (float(x) for x in args.ridges.split(",") if x):
-        variants[f"linear-ridge{r:g}"] = dict(heal="linear", heal_ridge=r)
+        variants[f"linear-{args.objective}-ridge{r:g}"] = dict(heal="linear", heal_ridge=r,
+                                                              heal_objective=args.objective)
     seen: dict[tuple, dict] = {}
     for name, removed in plans.items():
         for variant, kw in variants.items():

@@ -43,7 +43,7 @@ def test_folded_heal_equals_the_map_applied_by_a_hook_and_reloads(family, tmp_pa
     model = tiny_model(family, num_blocks=6, dtype=dtype, seed=3)
     ids = calibration_ids(12, 10, seed=5)
     reference = copy.deepcopy(model)
-    healing = heal_cuts(model, REMOVED, ids[:9], ids[9:], options=HealOptions(heal="linear"))
+    healing = heal_cuts(model, REMOVED, ids, options=HealOptions(heal="linear"))
     site = family_of(text_config(model.config)).heal
     assert sorted(healing.maps) == [1, 4]
     full = site.full_map
@@ -112,8 +112,8 @@ def test_linear_heal_recovers_a_planted_linear_run(fit):
         unhealed = _logits(model, fresh)
     assert (unhealed - unpruned).abs().max() > 1e-2
     # one batch: the planted block reads the MLP output of the batch block 1 ran last
-    healing = heal_cuts(model, [2], ids, options=HealOptions(heal="linear", heal_fit=fit, heal_ridge=0.0),
-                        batch_size=len(ids))
+    healing = heal_cuts(model, [2], ids, options=HealOptions(heal="linear", heal_fit=fit, heal_ridge=0.0,
+                                                          heal_objective="mse"), batch_size=len(ids))
     torch.testing.assert_close(healing.maps[1], T, rtol=1e-8, atol=1e-8)
     with bypassed(model, [2]):
         healed = _logits(model, fresh)
@@ -148,7 +148,8 @@ def test_each_cut_is_the_least_squares_map_of_the_states_it_claims(fit):
     ids = calibration_ids(24, 10, seed=6)
     dense_model = copy.deepcopy(model)
     healed = copy.deepcopy(model)
-    healing = heal_cuts(healed, [1, 3, 4], ids, options=HealOptions(heal="linear", heal_fit=fit, heal_ridge=0.0))
+    healing = heal_cuts(healed, [1, 3, 4], ids, options=HealOptions(heal="linear", heal_fit=fit, heal_ridge=0.0,
+                                                                   heal_objective="mse"))
     assert sorted(healing.maps) == [0, 2]
 
     # first cut (block 1, after block 0): both fits see the unpruned model up to there
@@ -190,3 +191,35 @@ def test_opt_with_its_norm_after_the_sum_is_not_healed():
     assert cut["method"] is None and "layer norm after the residual sum" in cut["reason"]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert healing.maps == {}
+
+
+def test_a_map_that_does_not_beat_the_unhealed_cut_on_held_out_windows_is_not_folded():
+    model = tiny_model("llama", num_blocks=6, dtype=torch.float64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = calibration_ids(16, 12, seed=1)
+    # 144 fitted tokens for a 32 x 32 map without ridge: it fits the noise of those tokens
+    healing = heal_cuts(model, [2, 3], ids[:12], ids[12:], options=HealOptions(heal="linear", heal_ridge=0.0,
+                                                                             heal_objective="mse"))
+    cut = healing.report["cuts"][0]
+    assert cut["fit"]["relative_residual"] < cut["fit"]["unhealed_relative_residual"]
+    assert cut["held_out"]["relative_residual"] >= cut["held_out"]["unhealed_relative_residual"]
+    assert cut["method"] is None and "did not lower the residual on the held-out windows" in cut["reason"]
+    assert healing.report["unhealed"] == [[2, 3]] and healing.maps == {}
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_the_relative_objective_is_least_squares_weighted_by_the_target_norm():
+    model = tiny_model("llama", num_blocks=5, dtype=torch.float64, seed=8)
+    ids = calibration_ids(24, 10, seed=9)
+    dense_model = copy.deepcopy(model)
+    healing = heal_cuts(model, [2], ids, options=HealOptions(heal="linear", heal_ridge=0.0,
+                                                             heal_objective="relative"))
+    m, y, hs = _activations(dense_model, 1, ids)
+    target = hs[3].reshape(-1, m.shape[-1])
+    w = (1.0 / (target * target).sum(-1)).sqrt().unsqueeze(1)
+    m2, r2 = m.reshape(-1, m.shape[-1]), (hs[3] - (y - m)).reshape(-1, m.shape[-1])
+    expect = torch.linalg.lstsq(m2 * w, r2 * w).solution
+    torch.testing.assert_close(healing.maps[1], expect, rtol=1e-7, atol=1e-9)
+    plain = heal_cuts(copy.deepcopy(dense_model), [2], ids, options=HealOptions(heal="linear", heal_ridge=0.0,
+                                                                               heal_objective="mse"))
+    assert not torch.allclose(plain.maps[1], healing.maps[1], atol=1e-6)

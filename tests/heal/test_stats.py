@@ -30,12 +30,27 @@ def test_full_map_is_ridge_least_squares(ridge):
     s = _stats(m, r, full=True)
     T = solve(s, ridge)
     lam = ridge * float((m * m).sum(0).mean())
-    expect = torch.linalg.solve(m.T @ m + lam * torch.eye(m.shape[1], dtype=torch.float64), m.T @ r)
+    eye = torch.eye(m.shape[1], dtype=torch.float64)
+    # argmin ||m T - r||^2 + lam ||T - I||^2: shrunk towards the identity (the unhealed cut)
+    expect = torch.linalg.solve(m.T @ m + lam * eye, m.T @ r + lam * eye)
     torch.testing.assert_close(T, expect, rtol=1e-10, atol=1e-12)
     direct = float(((m @ T - r) ** 2).sum() / (r ** 2).sum())
     assert relative_residual(s, T) == pytest.approx(direct, rel=1e-9)
     assert relative_residual(s, None) == pytest.approx(float(((m - r) ** 2).sum() / (r ** 2).sum()), rel=1e-9)
     assert relative_residual(s, T) < relative_residual(s, None)
+
+
+def test_relative_objective_weights_each_token_by_its_target_norm():
+    m, r = _tokens(5)
+    y = r + torch.randn_like(r) * 3  # the target state; r = y - a
+    w = 1.0 / (y * y).sum(1)
+    s = CutStats(m.shape[1], True, torch.device("cpu"))
+    s.add(m, r, w)
+    T = solve(s, 0.0)
+    sw = w.sqrt().unsqueeze(1)
+    torch.testing.assert_close(T, torch.linalg.lstsq(m * sw, r * sw).solution, rtol=1e-9, atol=1e-11)
+    direct = float((w * ((m @ T - r) ** 2).sum(1)).sum() / (w * (r ** 2).sum(1)).sum())
+    assert relative_residual(s, T) == pytest.approx(direct, rel=1e-9)
 
 
 def test_channel_scale_is_the_per_channel_least_squares():
@@ -76,7 +91,7 @@ def test_reduced_halves_give_the_whole():
     torch.testing.assert_close(solve(a, 1e-3), solve(whole, 1e-3), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("bad", [dict(heal="full"), dict(heal_fit="later"), dict(heal_ridge=-1.0),
+@pytest.mark.parametrize("bad", [dict(heal="full"), dict(heal_fit="later"), dict(heal_ridge=-1.0), dict(heal_objective="l1"),
                                  dict(heal_ridge=float("nan")), dict(heal_held_out=0.9), dict(heal_ridge=True)])
 def test_bad_heal_options_are_refused(bad):
     with pytest.raises(ValueError):

@@ -11,7 +11,7 @@ from miprun.cli.common import (add_calibration_options, add_model_options, add_s
                                quiet_libraries, ratio_limit)
 from miprun.cli.output import print_plan, print_single_block
 from miprun.models.loading import load_tokenizer
-from miprun.heal.options import FITS, METHODS
+from miprun.heal.options import FITS, METHODS, OBJECTIVES
 from miprun.output.options import FORMATS
 from miprun.pipeline.options import PruneOptions, ReportedRun
 from miprun.pipeline.prune import prune
@@ -51,7 +51,11 @@ def register(sub) -> None:
                    help="sequential (default): each cut fitted on the model with the earlier cuts made and healed; "
                         "dense: every cut on the unpruned model's states")
     p.add_argument("--heal-ridge", type=non_negative_float, default=1e-4, metavar="R",
-                   help="ridge of the heal's least squares, relative to the mean squared MLP output (default 1e-4)")
+                   help="ridge of the heal's least squares towards the identity (the unhealed cut), relative to the "
+                        "mean squared MLP output (default 1e-4)")
+    p.add_argument("--heal-objective", choices=OBJECTIVES, default="relative",
+                   help="relative (default): each token's squared error divided by the squared norm of its target "
+                        "state; mse: squared errors summed over tokens")
     p.add_argument("--max-ppl-ratio", type=ratio_limit, default=50.0, metavar="R",
                    help="refuse to write a pruned model whose perplexity on the last eighth of the calibration "
                         "windows is over R times the unpruned model's (default 50; inf: no check)")
@@ -76,7 +80,8 @@ def _options(args) -> tuple[str, str, PruneOptions]:
         options = PruneOptions.from_flat(
             num_remove=args.num_remove, ratio=args.ratio, selector=args.selector, estimator=args.estimator,
             verify=args.verify, portfolio=not args.no_portfolio,
-            heal=args.heal, heal_fit=args.heal_fit, heal_ridge=args.heal_ridge, max_ppl_ratio=args.max_ppl_ratio,
+            heal=args.heal, heal_fit=args.heal_fit, heal_ridge=args.heal_ridge,
+            heal_objective=args.heal_objective, max_ppl_ratio=args.max_ppl_ratio,
             reduction=args.reduction, max_run=args.max_run, bins=args.bins, binning=args.binning, k=args.k,
             max_samples=args.max_samples, skip_first=args.skip_first, seed=args.seed, n_samples=args.n_samples,
             seq_len=args.seq_len, out_dir=args.out, overwrite=args.overwrite, plots=not args.no_plots,

@@ -23,7 +23,8 @@ class Cut:
     method : str or None
         ``linear`` or ``scale`` as fitted; None when the cut is left unhealed.
     reason : str or None
-        Why the cut is unhealed, or healed with less than asked.
+        Why the cut is unhealed (no exact fold, or a map that did not beat the unhealed cut
+        on the held-out windows), or healed with less than asked.
     fit, held_out : dict
         Relative residuals ``||m T - r||^2 / ||r||^2`` of the map and of the unhealed cut
         (``T = I``) on the fitted tokens and on the held-out ones, and their token counts.

@@ -151,9 +151,15 @@ class _Pass:
                 if i + 1 in self.by_stop:
                     done, y_block, m = pending
                     T = _fit(done, y_block, m, h, n_fit, self.options, self.reducer, self.batch_size)
-                    self._fold(done.block, T)
-                    if sequential:
-                        g = _healed(y_block, m, T, self.batch_size)
+                    if _worse_held_out(done):  # the block's output stays as it is: g is already y_block
+                        done.reason = (f"left unhealed: the fitted {done.method} map did not lower the residual on "
+                                       f"the held-out windows ({done.held_out['relative_residual']:.4g} vs "
+                                       f"{done.held_out['unhealed_relative_residual']:.4g} unhealed)")
+                        done.method = None
+                    else:
+                        self._fold(done.block, T)
+                        if sequential:
+                            g = _healed(y_block, m, T, self.batch_size)
                     pending = None
                 bar.update(1)
         finally:
@@ -214,14 +220,16 @@ def _fit(cut: Cut, y_block, m, target, n_fit, options: HealOptions, reducer, bat
     with torch.inference_mode():
         for rows in _chunks(n, batch_size):  # float64 copies of a batch at a time
             mm = m[rows].double()
-            r = target[rows].double() - (y_block[rows].double() - mm)  # r = y - a, a = block output - m
+            y = target[rows].double()
+            r = y - (y_block[rows].double() - mm)  # r = y - a, a = block output - m
+            w = 1.0 / (y * y).sum(-1).clamp_min(1e-30) if options.heal_objective == "relative" else None
             lo, hi = rows.start, rows.stop
             if lo < n_fit:
                 k = min(hi, n_fit) - lo
-                fit.add(mm[:k], r[:k])
+                fit.add(mm[:k], r[:k], None if w is None else w[:k])
             if hi > n_fit:
                 k = max(n_fit, lo) - lo
-                held.add(mm[k:], r[k:])
+                held.add(mm[k:], r[k:], None if w is None else w[k:])
     fit.reduce(reducer)
     held.reduce(reducer)
     T = solve(fit, options.heal_ridge)
@@ -229,6 +237,12 @@ def _fit(cut: Cut, y_block, m, target, n_fit, options: HealOptions, reducer, bat
         setattr(cut, name, {"tokens": stats.tokens, "relative_residual": relative_residual(stats, T),
                             "unhealed_relative_residual": relative_residual(stats, None)})
     return T
+
+
+def _worse_held_out(cut: Cut) -> bool:
+    """Whether the map fits the held-out windows no better than the unhealed cut (then it is not folded)."""
+    got, unhealed = cut.held_out.get("relative_residual"), cut.held_out.get("unhealed_relative_residual")
+    return got is not None and unhealed is not None and got >= unhealed
 
 
 def _healed(y_block, m, T, batch_size) -> torch.Tensor:

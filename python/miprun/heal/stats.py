@@ -40,17 +40,18 @@ class CutStats:
         self.C = torch.zeros(shape, dtype=torch.float64, device=self.device)
         self.rr = torch.zeros((), dtype=torch.float64, device=self.device)
 
-    def add(self, m: torch.Tensor, r: torch.Tensor) -> None:
-        """Add tokens: ``m`` and ``r`` of shape (..., d), on the stats' device."""
+    def add(self, m: torch.Tensor, r: torch.Tensor, w: torch.Tensor | None = None) -> None:
+        """Add tokens: ``m`` and ``r`` of shape (..., d), on the stats' device; ``w`` (...,) weights per token."""
         m = m.reshape(-1, self.d).to(torch.float64)
         r = r.reshape(-1, self.d).to(torch.float64)
+        mw = m if w is None else m * w.reshape(-1, 1).to(torch.float64)
         if self.full:
-            self.G += m.T @ m
-            self.C += m.T @ r
+            self.G += mw.T @ m
+            self.C += mw.T @ r
         else:
-            self.G += (m * m).sum(0)
-            self.C += (m * r).sum(0)
-        self.rr += (r * r).sum()
+            self.G += (mw * m).sum(0)
+            self.C += (mw * r).sum(0)
+        self.rr += (r * r).sum() if w is None else (w.reshape(-1).to(torch.float64) * (r * r).sum(1)).sum()
         self.tokens += m.shape[0]
 
     def reduce(self, reducer) -> None:
@@ -68,21 +69,25 @@ class CutStats:
 
 
 def solve(stats: CutStats, ridge: float) -> torch.Tensor:
-    """The map: ``(G + lam I)^-1 C`` (full) or ``C / (G + lam)`` per channel; ``lam = ridge * mean diag G``.
+    """The map, shrunk towards the identity (the unhealed cut): ``(G + lam I)^-1 (C + lam I)``, or per
+    channel ``(C + lam) / (G + lam)``; ``lam = ridge * mean diag G``.
 
-    Returns a float64 ``(d, d)`` matrix (full) or ``(d,)`` vector of channel factors.
+    The identity, not zero, is the prior: a channel the calibration tokens say little about
+    keeps the block's own output instead of being damped. Returns a float64 ``(d, d)``
+    matrix (full) or ``(d,)`` vector of channel factors.
     """
     diag = stats.G.diagonal() if stats.full else stats.G
     lam = ridge * float(diag.mean()) if stats.tokens else 0.0
     if not stats.full:
         safe = stats.G + lam
         # a channel the MLP never writes to (all zeros) keeps factor 1: nothing to fit
-        return torch.where(safe > 0, stats.C / torch.where(safe > 0, safe, 1.0), torch.ones_like(safe))
-    A = stats.G + lam * torch.eye(stats.d, dtype=torch.float64, device=stats.device)
+        return torch.where(safe > 0, (stats.C + lam) / torch.where(safe > 0, safe, 1.0), torch.ones_like(safe))
+    eye = torch.eye(stats.d, dtype=torch.float64, device=stats.device)
+    A = stats.G + lam * eye
     try:
-        return torch.linalg.solve(A, stats.C)
+        return torch.linalg.solve(A, stats.C + lam * eye)
     except RuntimeError:  # singular without ridge (a rank-deficient MLP output): the least-norm solution
-        return torch.linalg.lstsq(A, stats.C).solution
+        return torch.linalg.lstsq(A, stats.C + lam * eye).solution
 
 
 def relative_residual(stats: CutStats, T: torch.Tensor | None) -> float | None:
