@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from miprun import _compat
 from miprun.calibration.options import CalibrationOptions
+from miprun.heal.fit import heal_cuts
+from miprun.heal.options import HealOptions
 from miprun.hidden.options import ExecutionOptions
 from miprun.mi import information_coefficient, mutual_information
 from miprun.output.options import OutputOptions
@@ -39,5 +41,7 @@ __all__ = [
     "ScoringOptions",
     "SelectionOptions",
     "OutputOptions",
+    "HealOptions",
+    "heal_cuts",
     "__version__",
 ]
