@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--model", choices=sorted(MODELS), default="smollm2")
     ap.add_argument("--out", default=None, help="default /tmp/h2h_<model>.json")
     ap.add_argument("--sleb-from", default=None, help="reuse the SLEB plans of an earlier JSON (same protocol)")
+    ap.add_argument("--truth-from", default=None,
+                    help="reuse the single-block truth of an earlier JSON (same model and windows)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-samples", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=512)
@@ -222,11 +224,13 @@ def main() -> None:
         save()
 
     # --- single-block truth
-    if time.perf_counter() - t_start < args.budget_s:
-        truth = []
-        for b in range(T):
-            truth.append(ev("single", (b,)))
-        out["single_truth"] = {"ppl": truth, "dense": ev("single", ())}
+    if args.truth_from:
+        out["single_truth"] = dict(json.loads(Path(args.truth_from).read_text())["single_truth"],
+                                   reused_from=args.truth_from)
+    if args.truth_from or time.perf_counter() - t_start < args.budget_s:
+        truth = out["single_truth"]["ppl"] if args.truth_from else [ev("single", (b,)) for b in range(T)]
+        if not args.truth_from:
+            out["single_truth"] = {"ppl": truth, "dense": ev("single", ())}
         from scipy.stats import spearmanr
         out["spearman"] = {k: float(spearmanr(v, truth).statistic) for k, v in out["single_scores"].items()}
         log("single-block truth done")

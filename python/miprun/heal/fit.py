@@ -88,7 +88,8 @@ def heal_cuts(source, removed, fit_ids: torch.Tensor, held_ids: torch.Tensor | N
     family = family_of(config)
     cuts = plan_cuts(removed, family, config, options.heal)
     active = [c for c in cuts if c.method is not None]
-    out = {"method": options.heal, "fit": options.heal_fit, "ridge": options.heal_ridge, "blocks_run": 0}
+    out = {"method": options.heal, "fit": options.heal_fit, "objective": options.heal_objective,
+           "ridge": options.heal_ridge, "blocks_run": 0}
     healing = Healing(out)
     if active:
         ids = fit_ids if held_ids is None or held_ids.numel() == 0 else torch.cat([fit_ids, held_ids])
