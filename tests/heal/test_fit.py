@@ -223,3 +223,47 @@ def test_the_relative_objective_is_least_squares_weighted_by_the_target_norm():
     plain = heal_cuts(copy.deepcopy(dense_model), [2], ids, options=HealOptions(heal="linear", heal_ridge=0.0,
                                                                                heal_objective="mse"))
     assert not torch.allclose(plain.maps[1], healing.maps[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_every_family_fits_the_state_after_the_run_from_its_own_mlp_output(family):
+    """The map is least squares of ``h_{s+L} - a`` on ``m``, with ``m`` read where the family's site says and
+    ``a = block output - m``: this holds only if the block really outputs ``a + m``."""
+    dtype = _dtype(family)
+    model = tiny_model(family, num_blocks=5, dtype=dtype, seed=12)
+    ids = calibration_ids(30, 12, seed=13)
+    site = family_of(text_config(model.config)).heal
+    blocks, _ = find_blocks(model)
+    got = {}
+    hooks = [operator.attrgetter(site.output)(blocks[1]).register_forward_hook(
+                 lambda mod, a, o: got.__setitem__("m", o[0] if isinstance(o, tuple) else o)),
+             blocks[1].register_forward_hook(lambda mod, a, o: got.__setitem__("y", o[0] if isinstance(o, tuple)
+                                                                                 else o))]
+    with torch.inference_mode():
+        hs = model(input_ids=ids, use_cache=False, output_hidden_states=True).hidden_states
+    for h in hooks:
+        h.remove()
+    y = got["y"].double()
+    m = got["m"].double().reshape(y.shape)  # OPT's MLP runs on (tokens, d)
+    r = (hs[3].double() - (y - m)).reshape(-1, y.shape[-1])
+    m = m.reshape(r.shape)
+    healing = heal_cuts(copy.deepcopy(model), [2], ids, options=HealOptions(heal="linear", heal_fit="dense",
+                                                                            heal_ridge=0.0, heal_objective="mse"))
+    if site.full_map:
+        expect = torch.linalg.lstsq(m, r).solution
+    else:
+        expect = (m * r).sum(0) / (m * m).sum(0)
+    tol = dict(rtol=1e-6, atol=1e-8) if dtype == torch.float64 else dict(rtol=2e-2, atol=2e-3)
+    torch.testing.assert_close(healing.maps[1], expect, **tol)
+
+
+def test_a_map_that_is_not_finite_is_not_folded(monkeypatch):
+    import miprun.heal.fit as fit_module
+
+    model = tiny_model("llama", num_blocks=5, dtype=torch.float64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    monkeypatch.setattr(fit_module, "solve", lambda stats, ridge: torch.full_like(stats.G, float("nan")))
+    healing = heal_cuts(model, [2], calibration_ids(8, 10), options=HealOptions(heal="linear", heal_held_out=0.0))
+    cut = healing.report["cuts"][0]
+    assert cut["method"] is None and "not finite" in cut["reason"]
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

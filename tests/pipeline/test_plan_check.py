@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 from miprun.cli import main as cli
 from miprun.evaluate.calibration_loss import bypassed, mean_next_token_loss
 from miprun.pipeline.prune import BrokenPlanError, prune
@@ -62,3 +63,19 @@ def test_cli_refuses_a_broken_plan_with_exit_2(tmp_path, capsys):
     code = cli.main(["prune", str(STORIES), "--calib", str(calib), "--num-remove", "1", "--max-ppl-ratio", "0.5",
                      "--out", str(tmp_path / "p")])
     assert code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+@requires_stories
+def test_a_refused_healed_plan_gives_the_callers_model_its_weights_back():
+    import transformers as tf
+
+    model = tf.AutoModelForCausalLM.from_pretrained(STORIES).eval()
+    tokenizer = tf.AutoTokenizer.from_pretrained(STORIES)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calib = data_file("text/tinystories/TinyStories-valid.head45.txt")
+    with pytest.raises(BrokenPlanError):
+        prune(model, calib, tokenizer=tokenizer, num_remove=2, selector="optimal", heal="linear", heal_held_out=0.0,
+              max_ppl_ratio=1.0001, n_samples=16, seq_len=64, plots=False, progress=False)
+    after = model.state_dict()
+    assert set(after) == set(before)
+    assert all(torch.equal(after[k], v) for k, v in before.items())

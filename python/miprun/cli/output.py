@@ -36,6 +36,11 @@ def print_plan(result) -> None:
             if cut["reason"]:
                 line += f"; {cut['reason']}"
             print(line)
+    check = result.report.get("plan_check")
+    if check:
+        print(f"plan check: perplexity {check['pruned_perplexity']:.4g} pruned vs {check['dense_perplexity']:.4g} "
+              f"unpruned on the last {check['windows']} calibration windows ({check['ratio']:.3g} x; refused past "
+              f"{check['max_ratio']:g} x)")
     print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     if result.out_dir is not None:
         print(f"pruned model written to {result.out_dir} (report: {Path(result.out_dir) / 'report.json'})")

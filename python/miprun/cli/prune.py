@@ -53,6 +53,9 @@ def register(sub) -> None:
     p.add_argument("--heal-ridge", type=non_negative_float, default=1e-4, metavar="R",
                    help="ridge of the heal's least squares towards the identity (the unhealed cut), relative to the "
                         "mean squared MLP output (default 1e-4)")
+    p.add_argument("--heal-held-out", type=fraction, default=0.125, metavar="F",
+                   help="share of the calibration windows (the last ones) the heal does not fit, to check each map "
+                        "on: a map that does not beat the unhealed cut there is not folded (default 0.125; 0: none)")
     p.add_argument("--heal-objective", choices=OBJECTIVES, default="relative",
                    help="relative (default): each token's squared error divided by the squared norm of its target "
                         "state; mse: squared errors summed over tokens")
@@ -81,7 +84,7 @@ def _options(args) -> tuple[str, str, PruneOptions]:
             num_remove=args.num_remove, ratio=args.ratio, selector=args.selector, estimator=args.estimator,
             verify=args.verify, portfolio=not args.no_portfolio,
             heal=args.heal, heal_fit=args.heal_fit, heal_ridge=args.heal_ridge,
-            heal_objective=args.heal_objective, max_ppl_ratio=args.max_ppl_ratio,
+            heal_objective=args.heal_objective, heal_held_out=args.heal_held_out, max_ppl_ratio=args.max_ppl_ratio,
             reduction=args.reduction, max_run=args.max_run, bins=args.bins, binning=args.binning, k=args.k,
             max_samples=args.max_samples, skip_first=args.skip_first, seed=args.seed, n_samples=args.n_samples,
             seq_len=args.seq_len, out_dir=args.out, overwrite=args.overwrite, plots=not args.no_plots,

@@ -27,7 +27,9 @@ class Cut:
         on the held-out windows), or healed with less than asked.
     fit, held_out : dict
         Relative residuals ``||m T - r||^2 / ||r||^2`` of the map and of the unhealed cut
-        (``T = I``) on the fitted tokens and on the held-out ones, and their token counts.
+        (``T = I``) on the fitted tokens and on the held-out ones, each token weighted as the
+        objective weights it (the ``relative`` objective: by ``1 / ||y_t||^2``), and their
+        token counts.
     """
 
     start: int

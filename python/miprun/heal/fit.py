@@ -30,7 +30,7 @@ from miprun.heal.options import HealOptions
 from miprun.heal.stats import CutStats, relative_residual, solve
 from miprun.hidden.capture import capture_block_args, run_block
 from miprun.hidden.in_memory import InMemorySource
-from miprun.models.blocks import text_config
+from miprun.models.blocks import find_blocks, text_config
 from miprun.models.families import family_of
 from miprun.util.progress import progress_bar
 
@@ -46,14 +46,31 @@ class Healing:
     report : dict
         The report's ``heal`` section.
     maps : dict
-        Each map (float64; ``(d, d)``, or ``(d,)`` channel factors) by the block it folds into.
+        Each map (float64, on the CPU; ``(d, d)``, or ``(d,)`` channel factors) by the block
+        it folds into.
     replaced : dict
-        Streamed source only: checkpoint key -> folded tensor (float64) to write instead.
+        Streamed source only: checkpoint key -> folded tensor (float32, on the CPU) to write
+        instead.
+    originals : dict
+        Model in memory only: block -> the weight (and bias) as they were before the fold,
+        for :meth:`undo`.
     """
 
     report: dict
     maps: dict[int, torch.Tensor] = field(default_factory=dict)
     replaced: dict[str, torch.Tensor] = field(default_factory=dict)
+    originals: dict[int, tuple] = field(default_factory=dict)
+
+    def undo(self, source) -> None:
+        """Put back the weights the maps were folded into (a model in memory), e.g. when the plan is refused."""
+        blocks = source.blocks if hasattr(source, "blocks") else find_blocks(source)[0]
+        site = family_of(text_config(source.config)).heal
+        with torch.no_grad():
+            for block, (weight, bias) in self.originals.items():
+                operator.attrgetter(site.weight)(blocks[block]).copy_(weight)
+                if bias is not None:
+                    operator.attrgetter(site.bias)(blocks[block]).copy_(bias)
+        self.originals.clear()
 
 
 def heal_cuts(source, removed, fit_ids: torch.Tensor, held_ids: torch.Tensor | None = None, *,
@@ -152,11 +169,9 @@ class _Pass:
                 if i + 1 in self.by_stop:
                     done, y_block, m = pending
                     T = _fit(done, y_block, m, h, n_fit, self.options, self.reducer, self.batch_size)
-                    if _worse_held_out(done):  # the block's output stays as it is: g is already y_block
-                        done.reason = (f"left unhealed: the fitted {done.method} map did not lower the residual on "
-                                       f"the held-out windows ({done.held_out['relative_residual']:.4g} vs "
-                                       f"{done.held_out['unhealed_relative_residual']:.4g} unhealed)")
-                        done.method = None
+                    rejected = _rejected(done, T)
+                    if rejected:  # the block's output stays as it is: g is already y_block
+                        done.reason, done.method = rejected, None
                     else:
                         self._fold(done.block, T)
                         if sequential:
@@ -169,16 +184,18 @@ class _Pass:
         return ran
 
     def _fold(self, block: int, T: torch.Tensor) -> None:
-        self.healing.maps[block] = T
+        self.healing.maps[block] = T.cpu()
         if self.source.kind == "in_memory":
+            self.healing.originals[block] = _fold_params(self.source.blocks[block], self.site)
             fold_map(self.source.blocks[block], self.site, T)
             return
         weight, bias = self.weights.pop(block)
         new_weight, new_bias = folded(self.site, weight, bias, T)
         keys = self.source.block_keys[block]
-        self.healing.replaced[keys[self.site.weight]] = new_weight
+        # float32 on the host until the shards are written (cast there to the stored dtype)
+        self.healing.replaced[keys[self.site.weight]] = new_weight.float().cpu()
         if new_bias is not None:
-            self.healing.replaced[keys[self.site.bias]] = new_bias
+            self.healing.replaced[keys[self.site.bias]] = new_bias.float().cpu()
 
 
 def _fold_params(block: nn.Module, site) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -240,10 +257,15 @@ def _fit(cut: Cut, y_block, m, target, n_fit, options: HealOptions, reducer, bat
     return T
 
 
-def _worse_held_out(cut: Cut) -> bool:
-    """Whether the map fits the held-out windows no better than the unhealed cut (then it is not folded)."""
+def _rejected(cut: Cut, T: torch.Tensor) -> str | None:
+    """Why the map is not folded (not finite; no better than the unhealed cut on the held-out windows), or None."""
+    if not bool(torch.isfinite(T).all()):
+        return f"left unhealed: the fitted {cut.method} map is not finite (a singular fit; raise --heal-ridge)"
     got, unhealed = cut.held_out.get("relative_residual"), cut.held_out.get("unhealed_relative_residual")
-    return got is not None and unhealed is not None and got >= unhealed
+    if got is not None and unhealed is not None and not got < unhealed:
+        return (f"left unhealed: the fitted {cut.method} map did not lower the residual on the held-out windows "
+                f"({got:.4g} vs {unhealed:.4g} unhealed)")
+    return None
 
 
 def _healed(y_block, m, T, batch_size) -> torch.Tensor:

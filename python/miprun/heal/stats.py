@@ -3,7 +3,9 @@
 A cut removes the run ``s .. s+L-1`` after the kept block ``p = s - 1``. Block ``p``
 outputs ``a + m`` (its residual stream ``a`` and its MLP output ``m``); the unpruned model
 has ``y = h_{s+L}`` there. Healing replaces ``m`` by ``m T``, with ``T`` minimising
-``sum ||m T - r||^2 + ridge ||T||^2`` over calibration tokens, ``r = y - a``. Everything the
+``sum_t w_t ||m_t T - r_t||^2 + lam ||T - I||^2`` over calibration tokens, ``r = y - a``, with
+token weights ``w_t`` (1, or ``1 / ||y_t||^2`` for the ``relative`` objective) and
+``lam = ridge * mean diag G``. Everything the
 solution and its residual need is a sum over tokens: ``G = M^T M``, ``C = M^T R`` and
 ``||R||^2`` (for ``scale`` only their diagonals), so processes sum them with one
 all-reduce and get the one-process map.
@@ -11,6 +13,7 @@ all-reduce and get the one-process map.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -91,7 +94,10 @@ def solve(stats: CutStats, ridge: float) -> torch.Tensor:
 
 
 def relative_residual(stats: CutStats, T: torch.Tensor | None) -> float | None:
-    """``||M T - R||^2 / ||R||^2`` on the stats' tokens (``T`` None: the unhealed cut, ``T = I``)."""
+    """``||M T - R||^2 / ||R||^2`` on the stats' tokens, each token with its weight (``T`` None: ``T = I``).
+
+    Not finite (a map with NaN or inf) gives ``inf``.
+    """
     if stats.tokens == 0 or float(stats.rr) == 0.0:
         return None
     if stats.full:
@@ -102,4 +108,5 @@ def relative_residual(stats: CutStats, T: torch.Tensor | None) -> float | None:
     else:
         t = torch.ones_like(stats.G) if T is None else T
         err = (t * t * stats.G).sum() - 2 * (t * stats.C).sum() + stats.rr
-    return max(float(err / stats.rr), 0.0)
+    value = float(err / stats.rr)
+    return max(value, 0.0) if math.isfinite(value) else math.inf

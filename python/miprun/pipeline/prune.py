@@ -151,7 +151,12 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
 
     check = _PlanCheck.start(source, prep.input_ids, options)
     healed = _heal(source, plan, prep, options, data_parallel, progress and main, timings)
-    checked = check.finish(plan) if check is not None else None
+    try:
+        checked = check.finish(plan) if check is not None else None
+    except BrokenPlanError:
+        if healed is not None:  # the caller's model in memory gets its weights back
+            healed.undo(source)
+        raise
     pruned, described = _remove(source, plan, prep, timings)
     settings_out = {"model": prep.info.name, "num_remove": prep.num_remove, "calibration": prep.calibration,
                     "options": options.to_dict()}
@@ -264,7 +269,10 @@ class _PlanCheck:
 
     Measured before anything is written, on the model in memory (the dense loss before a
     heal changes its weights, the pruned one after, with the removed blocks bypassed); a
-    plan past ``max_ppl_ratio`` is refused with :class:`BrokenPlanError`.
+    plan past ``max_ppl_ratio`` is refused with :class:`BrokenPlanError` (and a heal folded
+    into the caller's model is undone). These windows are also the ones ``verify`` chose the
+    plan on and the heal's held-out share: a sanity check against collapse, not an unbiased
+    estimate.
     """
 
     oracle: CalibrationLoss
@@ -274,7 +282,7 @@ class _PlanCheck:
     @classmethod
     def start(cls, source, ids: torch.Tensor, options: PruneOptions) -> "_PlanCheck | None":
         max_ratio = options.output.max_ppl_ratio
-        if max_ratio is None or source.kind != "in_memory":
+        if max_ratio is None or math.isinf(max_ratio) or source.kind != "in_memory":
             return None
         n = int(ids.shape[0])
         oracle = CalibrationLoss(source.model, ids[n - max(1, n // 8):], batch_size=options.execution.batch_size)
@@ -282,10 +290,10 @@ class _PlanCheck:
 
     def finish(self, plan: Plan) -> dict:
         pruned = self.oracle(plan.removed)
-        ratio = math.exp(pruned - self.dense) if math.isfinite(pruned) else math.inf
-        out = {"windows": int(self.oracle.input_ids.shape[0]), "dense_perplexity": math.exp(self.dense),
-               "pruned_perplexity": math.exp(pruned) if math.isfinite(pruned) else math.inf, "ratio": ratio,
-               "max_ratio": self.max_ratio, "seconds": self.oracle.seconds}
+        out = {"windows": int(self.oracle.input_ids.shape[0]), "dense_perplexity": _exp(self.dense),
+               "pruned_perplexity": _exp(pruned), "ratio": _exp(pruned - self.dense), "max_ratio": self.max_ratio,
+               "seconds": self.oracle.seconds}
+        ratio = out["ratio"]
         if not ratio <= self.max_ratio:
             raise BrokenPlanError(
                 f"the plan {plan.removed} ({plan.selector}) breaks the model: perplexity {out['pruned_perplexity']:.4g} "
@@ -293,6 +301,11 @@ class _PlanCheck:
                 f"({ratio:.3g} x, over max_ppl_ratio {self.max_ratio:g}); nothing was written. Remove fewer blocks, "
                 f"measure candidates with verify (--verify 4), try another selector, or raise --max-ppl-ratio")
         return out
+
+
+def _exp(x: float) -> float:
+    """``exp(x)``, inf past float range or for a non-finite loss (a collapsed model), never an error."""
+    return math.exp(x) if math.isfinite(x) and x < 709.0 else math.inf
 
 
 def _remove(source, plan: Plan, prep: _Prepared, timings: dict) -> tuple[Any, dict]:
