@@ -153,6 +153,7 @@ def test_heals_add_a_healed_row_per_selector_measured_on_the_healed_model():
         report = heal_cuts(copy_, r.removed, fit, held, options=options).report
         expect = perplexity(remove_blocks(copy_, r.removed), eval_ids["held_out"], seq_len=40).perplexity
         assert r.perplexity["held_out"] == pytest.approx(expect, rel=1e-6)
+        assert [c["method"] for c in r.healed_cuts] == [c["method"] for c in report["cuts"]]
         if any(c["method"] for c in report["cuts"]):
             assert r.perplexity["held_out"] != pytest.approx(base.perplexity["held_out"], rel=1e-6)
 

@@ -78,6 +78,8 @@ class CompareRow:
         Blocks this row removes (0 for the unpruned model).
     heal : str or None
         The heal applied after the cut (``scale``, ``linear``), None for none.
+    healed_cuts : list of dict
+        With ``heal``: each cut (``removed``, the ``method`` it got or None, ``reason``).
     """
 
     method: str
@@ -93,6 +95,7 @@ class CompareRow:
     objective: float | None = None
     num_remove: int | None = None
     heal: str | None = None
+    healed_cuts: list = field(default_factory=list)
 
 
 @dataclass
@@ -151,6 +154,7 @@ class _Evaluator:
         self.tasks, self.limit, self.data_dir = tasks, limit, data_dir
         self.task_batch_size, self.seed = task_batch_size, seed
         self.cache: dict[tuple, tuple[dict, dict]] = {}
+        self.cuts: dict[tuple, list] = {}  # (blocks, heal) -> what the heal did to each cut
 
     def __call__(self, removed: Sequence[int], heal: str | None = None) -> tuple[dict, dict]:
         blocks = tuple(sorted(int(b) for b in removed))
@@ -162,7 +166,9 @@ class _Evaluator:
                 if heal is not None:  # fitted on the calibration tokens, as prune --heal does
                     options = HealOptions(heal=heal)
                     fit, held = options.split(self.calibration)
-                    heal_cuts(pruned, list(blocks), fit, held, options=options, batch_size=self.batch_size)
+                    report = heal_cuts(pruned, list(blocks), fit, held, options=options,
+                                       batch_size=self.batch_size).report
+                    self.cuts[key] = [{k: c[k] for k in ("removed", "method", "reason")} for c in report["cuts"]]
                 remove_blocks(pruned, list(blocks))
             ppl = {name: perplexity(pruned, ids, seq_len=self.seq_len, stride=self.stride,
                                     batch_size=self.ppl_batch_size).perplexity
@@ -324,12 +330,11 @@ def _selector_row(method, table, selector, num_remove, score_s, reduction, evalu
 
 def _healed_row(row: CompareRow, heal: str, evaluate, say) -> CompareRow:
     """The same plan as ``row``, healed with ``heal`` before its blocks are removed."""
-    t0 = time.perf_counter()
     ppl, acc = evaluate(row.removed, heal)
     method = f"{row.method}+heal:{heal}"
     say(f"{method:<36} removes {row.removed}  perplexity {_first(ppl):.4f}")
     return dataclasses.replace(row, method=method, perplexity=ppl, tasks=acc, heal=heal,
-                               select_s=row.select_s + time.perf_counter() - t0)
+                               healed_cuts=evaluate.cuts.get((tuple(row.removed), heal), []))
 
 
 def _first(ppl: dict) -> float:
