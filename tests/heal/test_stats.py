@@ -96,3 +96,10 @@ def test_reduced_halves_give_the_whole():
 def test_bad_heal_options_are_refused(bad):
     with pytest.raises(ValueError):
         HealOptions(**bad)
+
+
+def test_the_auto_objective_is_relative_for_a_full_map_and_mse_for_a_scale():
+    assert HealOptions(heal="linear").objective == "relative"
+    assert HealOptions(heal="scale").objective == "mse"
+    assert HealOptions(heal="scale", heal_objective="relative").objective == "relative"
+    assert HealOptions(heal="linear", heal_objective="mse").objective == "mse"

@@ -14,7 +14,9 @@ from tiny_models import calibration_ids, save_sharded, tiny_model
 def test_prune_offload_equals_in_memory(tmp_path):
     folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=8), tmp_path / "m")
     ids = calibration_ids(6, 16, seed=6)
-    common = dict(num_remove=3, dtype=torch.float32, batch_size=4, device="cpu", plots=False, progress=False)
+    # verify=0: the streamed path cannot measure losses, so both paths score every window
+    common = dict(num_remove=3, dtype=torch.float32, batch_size=4, device="cpu", plots=False, progress=False,
+                  verify=0)
     streamed = prune(str(folder), ids, offload=True, out_dir=tmp_path / "streamed", **common)
     loaded = prune(str(folder), ids, offload=False, out_dir=tmp_path / "loaded", **common)
     np.testing.assert_array_equal(streamed.table.values, loaded.table.values)

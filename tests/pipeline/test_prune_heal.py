@@ -51,7 +51,8 @@ def test_a_streamed_heal_writes_the_in_memory_heal(family, tmp_path):
 
     folder = save_sharded(tiny_model(family, preset="stream", num_blocks=5, seed=6), tmp_path / "m")
     ids = calibration_ids(10, 64, seed=7)
-    settings = dict(num_remove=2, selector="optimal", heal="linear", plots=False, progress=False, device="cpu")
+    settings = dict(num_remove=2, selector="optimal", heal="linear", plots=False, progress=False, device="cpu",
+                    verify=0)  # the streamed path cannot verify: both paths see the same plan
     streamed = prune(str(folder), ids, offload=True, out_dir=tmp_path / "s", **settings)
     in_memory = prune(str(folder), ids, out_dir=tmp_path / "i", **settings)
     assert streamed.plan.removed == in_memory.plan.removed

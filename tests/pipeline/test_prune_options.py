@@ -143,11 +143,17 @@ def test_frozen():
 @pytest.mark.parametrize("selector", SELECTORS)
 def test_max_run(selector):
     single = selector in ("greedy", "shortgpt")
-    options = PruneOptions.from_flat(num_remove=3, selector=selector)
+    options = PruneOptions.from_flat(num_remove=3, selector=selector, verify=0)
     assert options.max_run(3, 8) == (1 if single else 3)
     assert options.max_run(12, 8) == (1 if single else 8)  # never longer than the model
-    explicit = PruneOptions.from_flat(num_remove=3, selector=selector, max_run=2)
+    explicit = PruneOptions.from_flat(num_remove=3, selector=selector, max_run=2, verify=0)
     assert explicit.max_run(3, 8) == 2  # an explicit max_run wins, single-block selector or not
+    # the default verify="auto" verifies a model in memory: its portfolio reads runs
+    auto = PruneOptions.from_flat(num_remove=3, selector=selector)
+    assert auto.max_run(3, 8) == auto.resolved(8).max_run(3, 8) == 3
+    if selector != "sleb":  # (sleb needs the model in memory)
+        streamed = PruneOptions.from_flat(num_remove=3, selector=selector, offload=True, out_dir="x").resolved(8)
+        assert streamed.selection.verify == 0 and streamed.max_run(3, 8) == (1 if single else 3)
     with pytest.raises(ValueError, match=r"max_run=9 but the model has 8 blocks"):
         PruneOptions.from_flat(num_remove=3, selector=selector, max_run=9).max_run(3, 8)
 

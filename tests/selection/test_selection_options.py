@@ -104,7 +104,9 @@ def test_frozen():
 
 def test_select_kwargs():
     options = SelectionOptions(num_remove=2, selector="optimal", scale="normalised", log_base=2.0,
-                               allow_touching=False, max_iterations=7, max_subsets=11)
+                               allow_touching=False, max_iterations=7, max_subsets=11, verify=0)
+    with pytest.raises(ValueError, match="decided by resolve"):
+        options.replace(verify="auto").select_kwargs()
     assert options.select_kwargs() == {"selector": "optimal", "scale": "normalised", "log_base": 2.0,
                                        "allow_touching": False, "max_iterations": 7, "max_subsets": 11,
                                        "verify": 0, "portfolio": True}

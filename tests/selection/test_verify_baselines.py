@@ -94,5 +94,11 @@ def test_without_companions_the_baselines_are_skipped_with_the_reason():
 def test_selection_options_ask_for_companions_only_for_verify_with_portfolio():
     assert SelectionOptions(num_remove=3, verify=2).companions(3) == {"cosine": 1, "angular": 3}
     assert SelectionOptions(ratio=0.5, verify=1).companions(4) == {"cosine": 1, "angular": 4}
-    assert SelectionOptions(num_remove=3).companions(3) == {}
+    assert SelectionOptions(num_remove=3, verify=0).companions(3) == {}
+    auto = SelectionOptions(num_remove=3)  # verify="auto": on for a model in memory, off otherwise
+    assert auto.resolve(in_memory=True, n_windows=8).companions(3) == {"cosine": 1, "angular": 3}
+    assert auto.resolve(in_memory=False, n_windows=8).companions(3) == {}
+    assert auto.resolve(in_memory=True, n_windows=1).verify == 0
+    with pytest.raises(ValueError, match="decided by resolve"):
+        auto.companions(3)
     assert SelectionOptions(num_remove=3, verify=2, portfolio=False).companions(3) == {}

@@ -50,6 +50,11 @@ def non_negative(text: str) -> int:
     return v
 
 
+def verify_count(text: str):
+    """``auto`` or a whole number >= 0 (``--verify``)."""
+    return "auto" if text.strip().lower() == "auto" else non_negative(text)
+
+
 def count(text: str) -> int:
     return _whole(text)
 

@@ -8,7 +8,7 @@ import warnings
 from miprun.util.devices import resolve_device
 from miprun.cli.common import (add_calibration_options, add_model_options, add_scoring_options, count,
                                execution_settings, fraction, join_data_parallel, non_negative, non_negative_float,
-                               quiet_libraries, ratio_limit)
+                               quiet_libraries, ratio_limit, verify_count)
 from miprun.cli.output import print_plan, print_single_block
 from miprun.models.loading import load_tokenizer
 from miprun.heal.options import FITS, METHODS, OBJECTIVES
@@ -37,10 +37,11 @@ def register(sub) -> None:
     p.add_argument("--selector", default="fast_block_select", choices=SELECTORS,
                    help="how blocks are chosen (default fast_block_select, the paper's; sleb: by measured loss, "
                         "one forward pass per candidate block and step)")
-    p.add_argument("--verify", type=non_negative, default=0, metavar="K",
+    p.add_argument("--verify", type=verify_count, default="auto", metavar="K",
                    help="measure the selector's K best plans (and, unless --no-portfolio, the other cheap "
                         "selectors' plans) by loss on the last quarter of the calibration windows, held back from "
-                        "scoring, and keep the best (default 0: off; needs the model in memory)")
+                        "scoring, and keep the best; 0: off (the paper's method: --verify 0). Default auto: 2 with "
+                        "the model in memory, off with --offload or --device-map")
     p.add_argument("--no-portfolio", action="store_true",
                    help="with --verify: measure only the selector's own K best plans")
     p.add_argument("--heal", choices=METHODS, default="none",
@@ -56,9 +57,9 @@ def register(sub) -> None:
     p.add_argument("--heal-held-out", type=fraction, default=0.125, metavar="F",
                    help="share of the calibration windows (the last ones) the heal does not fit, to check each map "
                         "on: a map that does not beat the unhealed cut there is not folded (default 0.125; 0: none)")
-    p.add_argument("--heal-objective", choices=OBJECTIVES, default="relative",
-                   help="relative (default): each token's squared error divided by the squared norm of its target "
-                        "state; mse: squared errors summed over tokens")
+    p.add_argument("--heal-objective", choices=OBJECTIVES, default="auto",
+                   help="relative: each token's squared error divided by the squared norm of its target state; mse: "
+                        "squared errors summed over tokens; auto (default): relative for linear, mse for scale")
     p.add_argument("--max-ppl-ratio", type=ratio_limit, default=50.0, metavar="R",
                    help="refuse to write a pruned model whose perplexity on the last eighth of the calibration "
                         "windows is over R times the unpruned model's (default 50; inf: no check)")

@@ -105,7 +105,7 @@ def heal_cuts(source, removed, fit_ids: torch.Tensor, held_ids: torch.Tensor | N
     family = family_of(config)
     cuts = plan_cuts(removed, family, config, options.heal)
     active = [c for c in cuts if c.method is not None]
-    out = {"method": options.heal, "fit": options.heal_fit, "objective": options.heal_objective,
+    out = {"method": options.heal, "fit": options.heal_fit, "objective": options.objective,
            "ridge": options.heal_ridge, "blocks_run": 0}
     healing = Healing(out)
     if active:
@@ -240,7 +240,7 @@ def _fit(cut: Cut, y_block, m, target, n_fit, options: HealOptions, reducer, bat
             mm = m[rows].double()
             y = target[rows].double()
             r = y - (y_block[rows].double() - mm)  # r = y - a, a = block output - m
-            w = 1.0 / (y * y).sum(-1).clamp_min(1e-30) if options.heal_objective == "relative" else None
+            w = 1.0 / (y * y).sum(-1).clamp_min(1e-30) if _objective(cut, options) == "relative" else None
             lo, hi = rows.start, rows.stop
             if lo < n_fit:
                 k = min(hi, n_fit) - lo
@@ -266,6 +266,13 @@ def _rejected(cut: Cut, T: torch.Tensor) -> str | None:
         return (f"left unhealed: the fitted {cut.method} map did not lower the residual on the held-out windows "
                 f"({got:.4g} vs {unhealed:.4g} unhealed)")
     return None
+
+
+def _objective(cut: Cut, options: HealOptions) -> str:
+    """The cut's objective: ``auto`` follows the method the cut got (a ``linear`` cut of Gemma gets a scale)."""
+    if options.heal_objective != "auto":
+        return options.heal_objective
+    return "mse" if cut.method == "scale" else "relative"
 
 
 def _healed(y_block, m, T, batch_size) -> torch.Tensor:

@@ -7,6 +7,7 @@ options. It is what ``report.json`` records under ``settings.options`` and what
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass, field, fields
@@ -51,7 +52,9 @@ class PruneOptions:
         if self.execution.offload is True and self.output.out_dir is None:
             raise ValueError("offload=True writes the pruned checkpoint shard by shard: give out_dir (--out)")
         placed = self.execution.offload is not False or self.execution.device_map is not None
-        if self.selection.measures_loss and placed:
+        verify = self.selection.verify
+        measures_loss = self.selection.selector == "sleb" or (verify != "auto" and verify > 0)
+        if measures_loss and placed:
             what = "selector 'sleb'" if self.selection.selector == "sleb" else "verify"
             raise ValueError(f"{what} measures the calibration loss of the whole model held in memory on one device: "
                              f"drop offload (--offload) and device_map (--device-map)")
@@ -87,9 +90,17 @@ class PruneOptions:
         return cls(selection=selection, scoring=ScoringOptions(**scoring), calibration=CalibrationOptions(**calib),
                    execution=ExecutionOptions(**execution), heal=HealOptions(**heal), output=OutputOptions(**output))
 
+    def resolved(self, n_windows: int) -> "PruneOptions":
+        """These options with ``verify="auto"`` decided for ``n_windows`` calibration windows (see
+        :meth:`SelectionOptions.resolve`): on for a model held in memory, off when offloaded or mapped."""
+        in_memory = self.execution.offload is False and self.execution.device_map is None
+        selection = self.selection.resolve(in_memory=in_memory, n_windows=n_windows)
+        return self if selection is self.selection else dataclasses.replace(self, selection=selection)
+
     def max_run(self, num_remove: int, num_blocks: int) -> int:
         """Longest run to score: ``scoring.max_run``, else 1 for single-block selectors, else ``num_remove``."""
-        portfolio = self.selection.verify and self.selection.portfolio  # the portfolio's selectors read runs
+        # the portfolio's selectors read runs; an undecided verify="auto" counts as on (its in-memory value)
+        portfolio = self.selection.verify and self.selection.portfolio
         if self.scoring.max_run is None and self.selection.selector in SINGLE_BLOCK_SELECTORS and not portfolio:
             return 1
         return self.scoring.run_length(num_remove, num_blocks)

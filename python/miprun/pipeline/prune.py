@@ -128,6 +128,7 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
     timings: dict[str, float] = {}
     t = time.perf_counter()
     prep = _prepare(model, calibration, options, tokenizer)
+    options = options.resolved(int(prep.input_ids.shape[0]))  # verify="auto" decided, and recorded so
     timings["calibrate"] = time.perf_counter() - t
 
     main = data_parallel is None or data_parallel.is_main

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from miprun.selection.select import SCALES, SELECTORS, companion_runs
 from miprun.util.options import Options, check_choice, check_int
 
-__all__ = ["SelectionOptions", "BASELINE_ESTIMATORS", "SINGLE_BLOCK_SELECTORS"]
+__all__ = ["SelectionOptions", "BASELINE_ESTIMATORS", "SINGLE_BLOCK_SELECTORS", "AUTO_VERIFY"]
 
 #: Baseline selectors read a table of their own distance, not MI.
 BASELINE_ESTIMATORS = {"shortgpt": "cosine", "gromov": "angular"}
 #: Selectors that only read single-block scores: max_run 1 is all they need.
 SINGLE_BLOCK_SELECTORS = ("greedy", "shortgpt")
+#: The K of ``verify="auto"``: the selector's 2 best plans and the portfolio, measured (see the
+#: README for the evidence behind it).
+AUTO_VERIFY = 2
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,12 @@ class SelectionOptions(Options):
         One of :data:`miprun.selection.select.SELECTORS`.
     scale, log_base, allow_touching, max_iterations, max_subsets
         As :func:`miprun.select`.
-    verify : int
+    verify : int or "auto"
         0: off. ``K >= 1``: measure the selector's K best plans (and, with ``portfolio``,
         the other cheap selectors' plans) by calibration loss and keep the best; not with
-        ``sleb``, which measures every step. As :func:`miprun.select`.
+        ``sleb``, which measures every step. As :func:`miprun.select`. ``"auto"`` (the
+        default): :data:`AUTO_VERIFY` where it can run (the model in memory, at least two
+        calibration windows, a selector other than ``sleb``), else 0; :meth:`resolve` decides.
     portfolio : bool
         With ``verify``: add the plans of :data:`miprun.selection.select.PORTFOLIO`, and of
         :data:`~miprun.selection.select.BASELINE_PORTFOLIO` from the companion tables the
@@ -47,7 +52,7 @@ class SelectionOptions(Options):
     allow_touching: bool = True
     max_iterations: int = 100
     max_subsets: int = 50_000_000
-    verify: int = 0
+    verify: int | str = "auto"
     portfolio: bool = True
 
     def __post_init__(self) -> None:
@@ -68,16 +73,25 @@ class SelectionOptions(Options):
             raise ValueError(f"allow_touching must be True or False, got {self.allow_touching!r}")
         check_int("max_iterations", self.max_iterations, low=1)
         check_int("max_subsets", self.max_subsets, low=1)
-        check_int("verify", self.verify, low=0)
+        if self.verify != "auto":
+            check_int("verify", self.verify, low=0)
         if not isinstance(self.portfolio, bool):
             raise ValueError(f"portfolio must be True or False, got {self.portfolio!r}")
-        if self.verify and self.selector == "sleb":
+        if self.verify != "auto" and self.verify and self.selector == "sleb":
             raise ValueError("selector 'sleb' measures the loss at every step already: verify applies to the other "
                              "selectors (drop --verify, or choose another selector)")
+
+    def resolve(self, *, in_memory: bool, n_windows: int) -> "SelectionOptions":
+        """These options with ``verify="auto"`` decided: :data:`AUTO_VERIFY` where verify can run, else 0."""
+        if self.verify != "auto":
+            return self
+        can = in_memory and n_windows >= 2 and self.selector != "sleb"
+        return self.replace(verify=AUTO_VERIFY if can else 0)
 
     @property
     def measures_loss(self) -> bool:
         """Whether the plan needs the calibration loss of the model in memory (``sleb``, ``verify``)."""
+        self._check_resolved()
         return self.selector == "sleb" or self.verify > 0
 
     def count(self, num_blocks: int) -> int:
@@ -113,10 +127,16 @@ class SelectionOptions(Options):
         With ``verify`` and ``portfolio``: ``{"cosine": 1, "angular": num_remove}``, the
         tables of the ShortGPT and Gromov plans that verify measures too; else none.
         """
+        self._check_resolved()
         return companion_runs(num_remove) if self.verify and self.portfolio else {}
+
+    def _check_resolved(self) -> None:
+        if self.verify == "auto":
+            raise ValueError("verify='auto' is decided by resolve() (PruneOptions.resolved) before the run")
 
     def select_kwargs(self) -> dict:
         """Keyword arguments of :func:`miprun.select` (everything but the count)."""
+        self._check_resolved()
         return {"selector": self.selector, "scale": self.scale, "log_base": self.log_base,
                 "allow_touching": self.allow_touching, "max_iterations": self.max_iterations,
                 "max_subsets": self.max_subsets, "verify": self.verify, "portfolio": self.portfolio}
