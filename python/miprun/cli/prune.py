@@ -7,7 +7,7 @@ import warnings
 
 from miprun.util.devices import resolve_device
 from miprun.cli.common import (add_calibration_options, add_model_options, add_scoring_options, count,
-                               execution_settings, fraction, join_data_parallel, non_negative, non_negative_float,
+                               execution_settings, fraction, join_data_parallel, non_negative_float,
                                quiet_libraries, ratio_limit, verify_count)
 from miprun.cli.output import print_plan, print_single_block
 from miprun.models.loading import load_tokenizer
