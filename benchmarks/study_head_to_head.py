@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--model", choices=sorted(MODELS), default="smollm2")
     ap.add_argument("--out", default=None, help="default /tmp/h2h_<model>.json")
     ap.add_argument("--sleb-from", default=None, help="reuse the SLEB plans of an earlier JSON (same protocol)")
+    ap.add_argument("--resume", default=None,
+                    help="take the scores and plans of an earlier JSON of the same model and only evaluate")
     ap.add_argument("--truth-from", default=None,
                     help="reuse the single-block truth of an earlier JSON (same model and windows)")
     ap.add_argument("--threads", type=int, default=2)
@@ -152,67 +154,74 @@ def main() -> None:
     ratios = [int(r) for r in args.ratios.split(",")]
     max_n = max(ratios)
 
-    # --- scoring, once per estimator
-    tables, out["scoring_s"] = {}, {}
-    for name, kw in (("hist", {"estimator": "hist", "reduction": "pooled", "max_run": max_n,
-                               "companions": {"cosine": 1, "angular": max_n}}),
-                     ("cosine", {"estimator": "cosine", "max_run": 1}),
-                     ("angular", {"estimator": "angular", "max_run": max_n}),
-                     ("gaussian", {"estimator": "gaussian", "max_run": max_n}),
-                     ("ksg", {"estimator": "ksg", "reduction": "pooled", "max_run": 1}),
-                     ("hist_per_dim", {"estimator": "hist", "reduction": "per_dim", "max_run": 1}),
-                     ("gaussian_per_dim", {"estimator": "gaussian", "reduction": "per_dim", "max_run": 1})):
-        t = time.perf_counter()
-        tables[name] = miprun.score_blocks(model, score_ids, progress=False, seed=0, **kw)
-        out["scoring_s"][name] = time.perf_counter() - t
-        log(f"scored {name} in {out['scoring_s'][name]:.1f} s")
-    out["single_scores"] = {k: [float(v) for v in tb.normalised()[:, 0]] for k, tb in tables.items()}
-    save()
-
-    # --- plans
-    plans: dict[str, dict[int, dict]] = {s: {} for s in SELECTORS}
-    rng = np.random.default_rng(0)
-    for n in ratios:
-        for s in SCORE_ONLY:
+    if args.resume:  # scores and plans from an earlier run (its scoring and SLEB took the time)
+        earlier = json.loads(Path(args.resume).read_text())
+        for key in ("scoring_s", "single_scores", "plans"):
+            out[key] = earlier[key]
+        plans = {s: {int(n): e for n, e in v.items()} for s, v in earlier["plans"].items()}
+        out["resumed_from"] = args.resume
+    else:
+        # --- scoring, once per estimator
+        tables, out["scoring_s"] = {}, {}
+        for name, kw in (("hist", {"estimator": "hist", "reduction": "pooled", "max_run": max_n,
+                                   "companions": {"cosine": 1, "angular": max_n}}),
+                         ("cosine", {"estimator": "cosine", "max_run": 1}),
+                         ("angular", {"estimator": "angular", "max_run": max_n}),
+                         ("gaussian", {"estimator": "gaussian", "max_run": max_n}),
+                         ("ksg", {"estimator": "ksg", "reduction": "pooled", "max_run": 1}),
+                         ("hist_per_dim", {"estimator": "hist", "reduction": "per_dim", "max_run": 1}),
+                         ("gaussian_per_dim", {"estimator": "gaussian", "reduction": "per_dim", "max_run": 1})):
             t = time.perf_counter()
-            if s == "random":
-                removed = sorted(int(b) for b in rng.choice(T, n, replace=False))
-                evaluations = 0
-            else:
-                table = tables[{"shortgpt": "cosine", "gromov": "angular", "fbs_gaussian": "gaussian"}.get(s, "hist")]
-                plan = miprun.select(table, n, selector="fast_block_select" if s == "fbs_gaussian" else s)
-                removed, evaluations = list(plan.removed), plan.evaluations
-            plans[s][n] = {"removed": removed, "forward_passes": 0, "run_scores_read": evaluations,
-                           "select_s": time.perf_counter() - t}
-        for k in (2, 4):
-            oracle = CalibrationLoss(model, loss_ids, batch_size=8)
-            t = time.perf_counter()
-            plan = miprun.select(tables["hist"], n, selector="fast_block_select", verify=k, loss=oracle)
-            entry = next(e for e in plan.trace if e.get("kind") == "verify")
-            plans[f"verify{k}"][n] = {"removed": list(plan.removed), "forward_passes": entry["forward_passes"],
-                                      "select_s": time.perf_counter() - t, "chosen_sources": entry["chosen_sources"],
-                                      "candidates": [{"removed": c["removed"], "sources": c["sources"],
-                                                      "loss": c["loss"]} for c in entry["candidates"]]}
-        log(f"score-only and verify plans for n={n}")
-    out["plans"] = plans
-    save()
-    sleb_loss = CalibrationLoss(model, loss_ids, batch_size=8)
-    reused = json.loads(Path(args.sleb_from).read_text())["plans"]["sleb"] if args.sleb_from else {}
-    for n in ratios if reused else ():
-        plans["sleb"][n] = dict(reused[str(n)], reused_from=args.sleb_from)
-    for n in ratios if not reused else ():  # one oracle for all ratios: SLEB's plan for n extends a smaller n's
-        t = time.perf_counter()
-        plan = miprun.select(None, n, selector="sleb", num_blocks=T, loss=sleb_loss)
-        plans["sleb"][n] = {"removed": list(plan.removed), "forward_passes": plan.evaluations,
-                            "select_s": time.perf_counter() - t, "order": [e["removed_block"] for e in plan.trace
-                                                                          if e.get("kind") == "step"]}
-        # the oracle's cache carries the earlier ratios' passes: the time of this n alone is the sum
-        plans["sleb"][n]["select_s_cumulative"] = sleb_loss.seconds
-        log(f"sleb n={n}: {plan.removed}, {plan.evaluations} passes, oracle {sleb_loss.seconds:.0f} s so far")
+            tables[name] = miprun.score_blocks(model, score_ids, progress=False, seed=0, **kw)
+            out["scoring_s"][name] = time.perf_counter() - t
+            log(f"scored {name} in {out['scoring_s'][name]:.1f} s")
+        out["single_scores"] = {k: [float(v) for v in tb.normalised()[:, 0]] for k, tb in tables.items()}
         save()
-    # a standalone SLEB run for n pays every pass of its own search: seconds scale with passes
-    for n in ratios if not reused else ():
-        plans["sleb"][n]["select_s"] = sleb_loss.seconds * plans["sleb"][n]["forward_passes"] / sleb_loss.passes
+
+        # --- plans
+        plans: dict[str, dict[int, dict]] = {s: {} for s in SELECTORS}
+        rng = np.random.default_rng(0)
+        for n in ratios:
+            for s in SCORE_ONLY:
+                t = time.perf_counter()
+                if s == "random":
+                    removed = sorted(int(b) for b in rng.choice(T, n, replace=False))
+                    evaluations = 0
+                else:
+                    table = tables[{"shortgpt": "cosine", "gromov": "angular", "fbs_gaussian": "gaussian"}.get(s, "hist")]
+                    plan = miprun.select(table, n, selector="fast_block_select" if s == "fbs_gaussian" else s)
+                    removed, evaluations = list(plan.removed), plan.evaluations
+                plans[s][n] = {"removed": removed, "forward_passes": 0, "run_scores_read": evaluations,
+                               "select_s": time.perf_counter() - t}
+            for k in (2, 4):
+                oracle = CalibrationLoss(model, loss_ids, batch_size=8)
+                t = time.perf_counter()
+                plan = miprun.select(tables["hist"], n, selector="fast_block_select", verify=k, loss=oracle)
+                entry = next(e for e in plan.trace if e.get("kind") == "verify")
+                plans[f"verify{k}"][n] = {"removed": list(plan.removed), "forward_passes": entry["forward_passes"],
+                                          "select_s": time.perf_counter() - t, "chosen_sources": entry["chosen_sources"],
+                                          "candidates": [{"removed": c["removed"], "sources": c["sources"],
+                                                          "loss": c["loss"]} for c in entry["candidates"]]}
+            log(f"score-only and verify plans for n={n}")
+        out["plans"] = plans
+        save()
+        sleb_loss = CalibrationLoss(model, loss_ids, batch_size=8)
+        reused = json.loads(Path(args.sleb_from).read_text())["plans"]["sleb"] if args.sleb_from else {}
+        for n in ratios if reused else ():
+            plans["sleb"][n] = dict(reused[str(n)], reused_from=args.sleb_from)
+        for n in ratios if not reused else ():  # one oracle for all ratios: SLEB's plan for n extends a smaller n's
+            t = time.perf_counter()
+            plan = miprun.select(None, n, selector="sleb", num_blocks=T, loss=sleb_loss)
+            plans["sleb"][n] = {"removed": list(plan.removed), "forward_passes": plan.evaluations,
+                                "select_s": time.perf_counter() - t, "order": [e["removed_block"] for e in plan.trace
+                                                                              if e.get("kind") == "step"]}
+            # the oracle's cache carries the earlier ratios' passes: the time of this n alone is the sum
+            plans["sleb"][n]["select_s_cumulative"] = sleb_loss.seconds
+            log(f"sleb n={n}: {plan.removed}, {plan.evaluations} passes, oracle {sleb_loss.seconds:.0f} s so far")
+            save()
+        # a standalone SLEB run for n pays every pass of its own search: seconds scale with passes
+        for n in ratios if not reused else ():
+            plans["sleb"][n]["select_s"] = sleb_loss.seconds * plans["sleb"][n]["forward_passes"] / sleb_loss.passes
 
     # --- held-out perplexity on WikiText-2 test
     out["ppl"] = {"wikitext2": {"dense": ev("wikitext2", ())}, "c4": {}}
