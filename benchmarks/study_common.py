@@ -190,3 +190,19 @@ def jaccard(a, b) -> float:
 def plot_path(name: str) -> Path:
     PLOTS.mkdir(parents=True, exist_ok=True)
     return PLOTS / name
+
+
+def prefix_bos(ids: torch.Tensor, bos: int | None) -> torch.Tensor:
+    """Calibration windows (n, L) that start with ``bos`` (their last token dropped); unchanged for None."""
+    if bos is None:
+        return ids
+    return torch.cat([torch.full((ids.shape[0], 1), bos, dtype=ids.dtype), ids[:, :-1]], dim=1)
+
+
+def windows(stream: torch.Tensor, n: int, length: int, bos: int | None) -> torch.Tensor:
+    """Up to ``n`` non-overlapping windows of ``length`` tokens of a stream; with ``bos``, each starts with it
+    (and holds one text token fewer)."""
+    body = length - (bos is not None)
+    n = min(n, stream.numel() // body)
+    w = stream[:n * body].reshape(n, body)
+    return w if bos is None else torch.cat([torch.full((n, 1), bos, dtype=w.dtype), w], dim=1)

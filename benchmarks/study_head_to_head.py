@@ -48,7 +48,7 @@ from miprun.evaluate.calibration_loss import CalibrationLoss, bypassed, mean_nex
 from miprun.evaluate.perplexity import perplexity
 from miprun.evaluate.summary import read_text, tokenize_text
 from miprun.models.loading import load_model, load_tokenizer
-from study_common import DATA, TEXT, calibration_ids, machine, markdown, token_stream
+from study_common import DATA, TEXT, calibration_ids, machine, markdown, prefix_bos, token_stream, windows
 
 #: name -> (model path, BOS per window, default block counts)
 MODELS = {
@@ -69,13 +69,9 @@ class Evaluator:
 
     def __init__(self, model, texts: dict[str, torch.Tensor], seq_len: int, bos: int | None = None):
         self.model, self.texts, self.seq_len, self.cache = model, texts, seq_len, {}
-        self.windows = {}
-        if bos is not None:  # BOS + seq_len - 1 tokens per window, the loss over the rest
-            body = seq_len - 1
-            for name, ids in texts.items():
-                n = ids.numel() // body
-                w = ids[:n * body].reshape(n, body)
-                self.windows[name] = torch.cat([torch.full((n, 1), bos, dtype=w.dtype), w], dim=1)
+        # BOS + seq_len - 1 tokens per window, the loss over the rest
+        self.windows = {} if bos is None else {name: windows(ids, ids.numel(), seq_len, bos)
+                                               for name, ids in texts.items()}
 
     def __call__(self, text: str, removed) -> float:
         key = (text, tuple(sorted(int(b) for b in removed)))
@@ -138,8 +134,7 @@ def main() -> None:
     out["load_s"] = time.perf_counter() - t
     calib = calibration_ids(WIKI_VALID, tok, n_samples=args.n_samples, seq_len=args.seq_len, seed=0)
     bos = tok.bos_token_id if needs_bos else None
-    if bos is not None:  # each window starts with BOS (and holds one token fewer)
-        calib = torch.cat([torch.full((calib.shape[0], 1), bos, dtype=calib.dtype), calib[:, :-1]], dim=1)
+    calib = prefix_bos(calib, bos)  # each window starts with BOS (and holds one token fewer)
     score_ids, loss_ids = calib[:args.n_samples - args.held], calib[args.n_samples - args.held:]
     wiki = tokenize_text(read_text(WIKI_TEST), tok)
     c4 = token_stream(C4, tok)

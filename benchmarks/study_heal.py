@@ -34,7 +34,7 @@ from miprun.evaluate.summary import read_text, tokenize_text
 from miprun.heal.fit import heal_cuts
 from miprun.heal.options import HealOptions
 from miprun.models.loading import load_model, load_tokenizer
-from study_common import DATA, TEXT, calibration_ids, machine, markdown, token_stream
+from study_common import DATA, TEXT, calibration_ids, machine, markdown, prefix_bos, token_stream, windows
 
 MODELS = {
     "smollm2": (DATA / "models" / "smollm2-135m-instruct-gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf", False),
@@ -48,16 +48,6 @@ VARIANTS = {"none": None, "scale": dict(heal="scale"), "linear": dict(heal="line
             "linear-dense": dict(heal="linear", heal_fit="dense"),
             "linear-relative": dict(heal="linear", heal_objective="relative"),
             "scale-relative": dict(heal="scale", heal_objective="relative")}
-
-
-def windows(stream: torch.Tensor, n: int, length: int, bos: int | None) -> torch.Tensor:
-    """``n`` non-overlapping windows of ``length`` tokens; with ``bos``, each starts with it (and holds one fewer)."""
-    body = length - (bos is not None)
-    n = min(n, stream.numel() // body)
-    w = stream[:n * body].reshape(n, body)
-    if bos is not None:
-        w = torch.cat([torch.full((n, 1), bos, dtype=w.dtype), w], dim=1)
-    return w
 
 
 def main() -> None:
@@ -95,8 +85,7 @@ def main() -> None:
     tok = load_tokenizer(gguf)
     bos = tok.bos_token_id if needs_bos else None
     calib = calibration_ids(WIKI_VALID, tok, n_samples=32, seq_len=512, seed=0)
-    if bos is not None:  # each window starts with BOS (and holds one token fewer), as in the head-to-head study
-        calib = torch.cat([torch.full((calib.shape[0], 1), bos, dtype=calib.dtype), calib[:, :-1]], dim=1)
+    calib = prefix_bos(calib, bos)  # as in the head-to-head study
     fit_ids, held_ids = calib[:28], calib[28:]
     texts = {"wikitext2": windows(tokenize_text(read_text(WIKI_TEST), tok), args.wiki_windows, 512, bos),
              "c4": windows(token_stream(C4, tok), args.c4_windows, 512, bos)}

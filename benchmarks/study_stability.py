@@ -33,7 +33,7 @@ import time
 import numpy as np
 import torch
 from study_common import (CALIBRATION_SETS, calibration_ids, distinct_windows, jaccard, load_stories, machine,
-                          markdown, plot_path, synthetic_llama)
+                          markdown, plot_path, prefix_bos, synthetic_llama)
 
 from study_head_to_head import MODELS
 
@@ -61,8 +61,7 @@ def study(name, model, tok, counts, *, sets=tuple(CALIBRATION_SETS), sizes=SIZES
     for ds in sets:
         for n_samples, seq_len in sizes:
             ids = calibration_ids(CALIBRATION_SETS[ds], tok, n_samples=n_samples, seq_len=seq_len, seed=0)
-            if bos is not None:  # each window starts with BOS
-                ids = torch.cat([torch.full((ids.shape[0], 1), bos, dtype=ids.dtype), ids[:, :-1]], dim=1)
+            ids = prefix_bos(ids, bos)  # each window starts with BOS (Gemma)
             plans[(ds, n_samples, seq_len)] = plans_for(model, ids, counts)
             print(f"  {name}: {ds} {n_samples} x {seq_len} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"\n## {name} ({time.perf_counter() - t0:.0f} s)\n")

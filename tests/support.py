@@ -87,3 +87,29 @@ def record_checkpoint_reads(monkeypatch) -> list[list[str]]:
 
     monkeypatch.setattr(Checkpoint, "load", recording_load)
     return reads
+
+
+def torchrun_env(rank: int, world_size: int, port: int) -> None:
+    """Set the environment ``torchrun`` gives process ``rank`` (inside a spawned test worker)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_processes(worker, args: tuple, nprocs: int, deadline_s: float = 300) -> None:
+    """Run ``worker(rank, *args)`` in ``nprocs`` spawned processes; fail the test past ``deadline_s``."""
+    import time
+    import torch.multiprocessing as mp
+    ctx = mp.start_processes(worker, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + deadline_s
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.terminate()
+            pytest.fail(f"data-parallel processes did not finish within {deadline_s} s")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 
 import torch
+from support import torchrun_env
 
 SETTINGS = dict(num_remove=2, selector="optimal", heal="linear", device="cpu", plots=False, batch_size=2)
 
 
 def worker(rank: int, world_size: int, port: int, model_dir: str, input_ids: torch.Tensor, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torchrun_env(rank, world_size, port)
     torch.set_num_threads(1)
     from miprun.pipeline.prune import prune
     from miprun.scoring.distributed import DataParallel

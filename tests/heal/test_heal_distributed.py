@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import time
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from heal_dp_worker import SETTINGS, worker
+from support import free_port, run_processes
 from tiny_models import calibration_ids, save_sharded, tiny_model
 
 WORLD_SIZE = 2
 DEADLINE_S = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -33,14 +24,7 @@ def test_two_processes_fold_the_single_process_maps(tmp_path):
     # 8 fitted windows in shards of 4, the 9th held out on rank 0; a seed whose map beats the unhealed cut on
     # that window (random weights and tokens give most maps nothing to generalise), so there is a fold to compare
     ids = calibration_ids(9, 64, seed=9)
-    ctx = mp.start_processes(worker, args=(WORLD_SIZE, _free_port(), str(folder), ids, str(tmp_path)),
-                             nprocs=WORLD_SIZE, join=False, start_method="spawn")
-    deadline = time.monotonic() + DEADLINE_S
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.terminate()
-            pytest.fail(f"data-parallel processes did not finish within {DEADLINE_S} s")
+    run_processes(worker, (WORLD_SIZE, free_port(), str(folder), ids, str(tmp_path)), WORLD_SIZE, DEADLINE_S)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
 
     single = prune(str(folder), ids, progress=False, **SETTINGS)

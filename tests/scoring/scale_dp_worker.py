@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
+from support import torchrun_env
 
 #: (estimator, reduction) pairs scored by every process.
 CASES = (("hist", "pooled"), ("hist", "per_dim"), ("ksg", "pooled"), ("gaussian", "pooled"), ("cosine", "pooled"))
@@ -12,9 +13,7 @@ MAX_RUN = 2
 
 
 def worker(rank: int, world_size: int, port: int, model_dir: str, input_ids: torch.Tensor, out_dir: str) -> None:
-    # The environment torchrun would set.
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torchrun_env(rank, world_size, port)
     torch.set_num_threads(1)
     from miprun.scoring.distributed import DataParallel
     from miprun.scoring.score import score_blocks

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-import time
-
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from miprun.scoring.distributed import shard_calibration
 from scale_dp_worker import CASES, MAX_RUN, worker
+from support import free_port, run_processes
 from tiny_models import calibration_ids, save_sharded, tiny_model
 
 WORLD_SIZE = 2
@@ -36,22 +33,6 @@ def test_more_processes_than_samples_is_refused():
         shard_calibration(calibration_ids(3, 10), 0, 4)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run_processes(*args) -> None:
-    ctx = mp.start_processes(worker, args=args, nprocs=WORLD_SIZE, join=False, start_method="spawn")
-    deadline = time.monotonic() + DEADLINE_S
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.terminate()
-            pytest.fail(f"data-parallel processes did not finish within {DEADLINE_S} s")
-
-
 @pytest.mark.slow
 @requires_gloo
 def test_two_processes_give_the_single_process_table_and_plan(tmp_path):
@@ -60,7 +41,7 @@ def test_two_processes_give_the_single_process_table_and_plan(tmp_path):
 
     folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=5), tmp_path / "m")
     ids = calibration_ids(5, 12, seed=4)  # 5 samples: shards of 2 and 3 (unequal on purpose)
-    _run_processes(WORLD_SIZE, _free_port(), str(folder), ids, str(tmp_path))
+    run_processes(worker, (WORLD_SIZE, free_port(), str(folder), ids, str(tmp_path)), WORLD_SIZE, DEADLINE_S)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
 
     # Collectives: every rank gets the same rank-ordered rows / sums, bit for bit.
