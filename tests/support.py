@@ -113,3 +113,31 @@ def run_processes(worker, args: tuple, nprocs: int, deadline_s: float = 300) -> 
             for proc in ctx.processes:
                 proc.terminate()
             pytest.fail(f"data-parallel processes did not finish within {deadline_s} s")
+
+
+class ThreadReducer:
+    """K threads acting as K data-parallel processes (same collective order on every rank).
+
+    ``shared``: ``{"slots": [None] * K, "barrier": threading.Barrier(K)}``, one for all K.
+    """
+
+    def __init__(self, rank, shared):
+        self.rank, self.shared = rank, shared
+
+    def _exchange(self, t):
+        slots, barrier = self.shared["slots"], self.shared["barrier"]
+        slots[self.rank] = t
+        barrier.wait()
+        parts = list(slots)
+        barrier.wait()  # everyone has read before the next exchange overwrites
+        return parts
+
+    def all_reduce_sum(self, t):
+        parts = self._exchange(t)
+        out = parts[0].clone()
+        for p in parts[1:]:
+            out += p
+        return out
+
+    def all_gather_rows(self, t):
+        return torch.cat(self._exchange(t), 0)

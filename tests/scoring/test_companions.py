@@ -14,6 +14,7 @@ from miprun.scoring import scorers
 from miprun.scoring.distributed import LocalReducer
 from miprun.scoring.onepass import score_states
 from miprun.scoring.table import ScoreTable
+from support import ThreadReducer
 
 ESTIMATORS = [("hist", "pooled"), ("gaussian", "per_dim"), ("ksg", "pooled"), ("cosine", "pooled"),
               ("angular", "pooled")]
@@ -80,30 +81,6 @@ def test_a_companion_of_the_main_estimator_is_read_off_the_main_table():
                                atol=1e-13, err_msg=f"seed {seed}")
 
 
-class _ThreadReducer:
-    """K threads acting as K data-parallel processes."""
-
-    def __init__(self, rank, shared):
-        self.rank, self.shared = rank, shared
-
-    def _exchange(self, t):
-        self.shared["slots"][self.rank] = t
-        self.shared["barrier"].wait()
-        parts = list(self.shared["slots"])
-        self.shared["barrier"].wait()
-        return parts
-
-    def all_reduce_sum(self, t):
-        parts = self._exchange(t)
-        out = parts[0].clone()
-        for p in parts[1:]:
-            out += p
-        return out
-
-    def all_gather_rows(self, t):
-        return torch.cat(self._exchange(t), 0)
-
-
 def test_data_parallel_shards_give_the_single_process_companions():
     seed = secrets.randbelow(2**31)
     states = _states(seed, n=5, seq=8)
@@ -118,7 +95,7 @@ def test_data_parallel_shards_give_the_single_process_companions():
         lo, hi = bounds[rank]
         try:
             tables[rank] = score_states(enumerate([h[lo:hi] for h in states]), 6,
-                                        reducer=_ThreadReducer(rank, shared), token_offset=lo * 7,
+                                        reducer=ThreadReducer(rank, shared), token_offset=lo * 7,
                                         total_tokens=35, **kw)
         except BaseException as exc:
             errors.append(exc)

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from support import requires_native
+from support import ThreadReducer, requires_native
 from tiny_models import tiny_model
 
 from miprun import mutual_information
@@ -132,31 +132,6 @@ def test_edges_come_from_a_seeded_subset_of_rows_when_tokens_exceed_edge_tokens(
     assert table.settings["edge_rows"] == 17
 
 
-class _ThreadReducer:
-    """K threads acting as K data-parallel processes (same collective order on every rank)."""
-
-    def __init__(self, rank, shared):
-        self.rank, self.shared = rank, shared
-
-    def _exchange(self, t):
-        slots, barrier = self.shared["slots"], self.shared["barrier"]
-        slots[self.rank] = t
-        barrier.wait()
-        parts = list(slots)
-        barrier.wait()  # everyone has read before the next exchange overwrites
-        return parts
-
-    def all_reduce_sum(self, t):
-        parts = self._exchange(t)
-        out = parts[0].clone()
-        for p in parts[1:]:
-            out += p
-        return out
-
-    def all_gather_rows(self, t):
-        return torch.cat(self._exchange(t), 0)
-
-
 def _data_parallel(states, bounds, skip_first=0, **kw):
     K = len(bounds)
     shared = {"slots": [None] * K, "barrier": threading.Barrier(K)}
@@ -167,7 +142,7 @@ def _data_parallel(states, bounds, skip_first=0, **kw):
         lo, hi = bounds[rank]
         try:
             tables[rank] = score_states(enumerate([h[lo:hi] for h in states]), len(states) - 1,
-                                        reducer=_ThreadReducer(rank, shared), token_offset=lo * per,
+                                        reducer=ThreadReducer(rank, shared), token_offset=lo * per,
                                         total_tokens=states[0].shape[0] * per, skip_first=skip_first,
                                         progress=False, **kw)
         except BaseException as exc:  # reported by the main thread
