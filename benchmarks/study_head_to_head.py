@@ -30,6 +30,13 @@ Run: ``PYTHONPATH=python:benchmarks python benchmarks/study_head_to_head.py --mo
 --out /tmp/h2h_smollm2.json`` (about 30 minutes on 2 CPU threads; ``--sleb-from`` an earlier
 JSON of the same model and protocol reuses its SLEB plans). The JSON is rewritten after
 every step, so an interrupted run keeps what it measured.
+
+``--reverify EARLIER`` re-runs only ``verify`` on a finished run: it scores the hist table
+again with the companion tables the pipeline now scores (``companion_runs``), builds the
+``verify2``/``verify4`` plans (one loss oracle for both; a plan measured for K = 2 is not
+measured again for K = 4), and measures only the plans whose held-out perplexity the earlier
+run did not (same windows; the other plans, the SLEB plans and the single-block truth are
+carried over).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from miprun.evaluate.calibration_loss import CalibrationLoss, bypassed, mean_nex
 from miprun.evaluate.perplexity import perplexity
 from miprun.evaluate.summary import read_text, tokenize_text
 from miprun.models.loading import load_model, load_tokenizer
+from miprun.selection.select import companion_runs
 from study_common import DATA, TEXT, calibration_ids, machine, markdown, prefix_bos, token_stream, windows
 
 #: name -> (model path, BOS per window, default block counts)
@@ -92,6 +100,11 @@ def main() -> None:
     ap.add_argument("--sleb-from", default=None, help="reuse the SLEB plans of an earlier JSON (same protocol)")
     ap.add_argument("--resume", default=None,
                     help="take the scores and plans of an earlier JSON of the same model and only evaluate")
+    ap.add_argument("--reverify", default=None,
+                    help="an earlier JSON of this model: re-run only verify (with today's portfolio) and measure "
+                         "only the plans it did not")
+    ap.add_argument("--refine", default="",
+                    help="with --reverify: also verify2 with this many rounds of swap refinement, e.g. 1,3")
     ap.add_argument("--truth-from", default=None,
                     help="reuse the single-block truth of an earlier JSON (same model and windows)")
     ap.add_argument("--threads", type=int, default=2)
@@ -149,7 +162,22 @@ def main() -> None:
     ratios = [int(r) for r in args.ratios.split(",")]
     max_n = max(ratios)
 
-    if args.resume:  # scores and plans from an earlier run (its scoring and SLEB took the time)
+    if args.reverify:
+        earlier = json.loads(Path(args.reverify).read_text())
+        _reverify(out, earlier, model, score_ids, loss_ids, ratios, log,
+                  [int(r) for r in args.refine.split(",") if r])
+        for text in ("wikitext2", "c4"):  # same windows: the earlier run's measurements stand
+            for key, value in earlier["ppl"].get(text, {}).items():
+                if key == "dense":
+                    ev.cache[(text, ())] = value
+                    continue
+                sel, n = key.rsplit("@", 1)
+                if not sel.startswith("verify"):
+                    ev.cache[(text, tuple(earlier["plans"][sel][n]["removed"]))] = value
+        plans = {s: {int(n): e for n, e in v.items()} for s, v in out["plans"].items()}
+        args.truth_from = args.reverify
+        save()
+    elif args.resume:  # scores and plans from an earlier run (its scoring and SLEB took the time)
         earlier = json.loads(Path(args.resume).read_text())
         for key in ("scoring_s", "single_scores", "plans"):
             out[key] = earlier[key]
@@ -222,7 +250,7 @@ def main() -> None:
     out["ppl"] = {"wikitext2": {"dense": ev("wikitext2", ())}, "c4": {}}
     log(f"dense wikitext2 {out['ppl']['wikitext2']['dense']:.2f}")
     for n in ratios:
-        for s in SELECTORS:
+        for s in plans:
             out["ppl"]["wikitext2"][f"{s}@{n}"] = ev("wikitext2", plans[s][n]["removed"])
         log(f"wikitext2 n={n} done")
         save()
@@ -249,7 +277,7 @@ def main() -> None:
             if time.perf_counter() - t_start >= args.budget_s:
                 out["skipped"].append(f"c4 from n={n}")
                 break
-            for s in SELECTORS:
+            for s in plans:
                 out["ppl"]["c4"][f"{s}@{n}"] = ev("c4", plans[s][n]["removed"])
             log(f"c4 n={n} done")
             save()
@@ -257,6 +285,37 @@ def main() -> None:
         out["skipped"].append("c4")
     save()
     report(out, ratios)
+
+
+def _reverify(out: dict, earlier: dict, model, score_ids, loss_ids, ratios: list[int], log,
+              refine_rounds: list[int]) -> None:
+    """``--reverify``: the earlier run's plans, with verify2 / verify4 rebuilt on a table with today's companions."""
+    for key in ("scoring_s", "single_scores", "plans", "texts"):
+        out[key] = earlier[key]
+    for key in ("wiki_windows", "c4_windows", "n_samples", "seq_len", "held"):
+        if earlier["args"][key] != out["args"][key]:
+            raise SystemExit(f"--reverify needs the earlier run's --{key.replace('_', '-')} "
+                             f"{earlier['args'][key]}, got {out['args'][key]}")
+    out["reverified_from"] = earlier["args"].get("out")
+    t = time.perf_counter()
+    table = miprun.score_blocks(model, score_ids, progress=False, seed=0, estimator="hist", reduction="pooled",
+                                max_run=max(ratios), companions=companion_runs(max(ratios)))
+    out["scoring_s"] = dict(out["scoring_s"], hist_with_companions=time.perf_counter() - t)
+    log(f"scored hist with {sorted(table.companions)} in {out['scoring_s']['hist_with_companions']:.1f} s")
+    oracle = CalibrationLoss(model, loss_ids, batch_size=8)
+    variants = [(f"verify{k}", k, 0) for k in (2, 4)] + [(f"verify2_refine{r}", 2, r) for r in refine_rounds]
+    for n in ratios:
+        for name, k, rounds in variants:
+            t = time.perf_counter()
+            plan = miprun.select(table, n, selector="fast_block_select", verify=k, loss=oracle, refine=rounds)
+            entry = next(e for e in plan.trace if e.get("kind") == "verify")
+            out["plans"].setdefault(name, {})[str(n)] = {
+                "removed": list(plan.removed), "forward_passes": entry["forward_passes"],
+                "select_s": time.perf_counter() - t, "chosen_sources": entry["chosen_sources"],
+                "oracle_shared_with_k2": name != "verify2", "refine": entry.get("refine"),
+                "candidates": [{"removed": c["removed"], "sources": c["sources"], "loss": c["loss"]}
+                               for c in entry["candidates"]]}
+            log(f"{name} n={n}: {plan.removed} from {entry['chosen_sources']}, {entry['forward_passes']} passes")
 
 
 def report(out: dict, ratios: list[int]) -> None:
@@ -267,17 +326,17 @@ def report(out: dict, ratios: list[int]) -> None:
         if not ppl:
             continue
         print(f"\nPerplexity on {text} (dense {ppl.get('dense', float('nan')):.2f})\n")
-        rows = [[s] + [ppl.get(f"{s}@{n}", float("nan")) for n in ratios] for s in SELECTORS]
+        rows = [[s] + [ppl.get(f"{s}@{n}", float("nan")) for n in ratios] for s in out["plans"]]
         print(markdown(["selector"] + [f"{n} removed" for n in ratios], rows))
     print("\nForward passes (loss measurements) and selection seconds\n")
     print(markdown(["selector"] + [f"passes {n}" for n in ratios] + [f"s {n}" for n in ratios],
                    [[s] + [plans[s][str(n)]["forward_passes"] if str(n) in plans[s] else plans[s][n]["forward_passes"]
                            for n in ratios]
                     + [float(plans[s][str(n)]["select_s"] if str(n) in plans[s] else plans[s][n]["select_s"])
-                       for n in ratios] for s in SELECTORS]))
+                       for n in ratios] for s in out["plans"]]))
     print("\nPlans\n")
     print(markdown(["selector"] + [f"{n}" for n in ratios],
-                   [[s] + [(plans[s].get(str(n)) or plans[s].get(n))["removed"] for n in ratios] for s in SELECTORS]))
+                   [[s] + [(plans[s].get(str(n)) or plans[s].get(n))["removed"] for n in ratios] for s in out["plans"]]))
     if "spearman" in out:
         print("\nSpearman rho of each single-block score (oriented: higher = more removable) with the perplexity "
               "after removing that block alone (good: near -1)\n")

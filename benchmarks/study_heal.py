@@ -6,7 +6,8 @@ plans of several selectors at several block counts, it measures held-out perplex
 (WikiText-2 test and C4, non-overlapping windows; Gemma gets a BOS at the start of each
 window, calibration included) of the pruned model unhealed and healed with each method of
 :func:`miprun.heal.fit.heal_cuts` (``scale``; ``linear`` fitted sequentially or on the
-dense model; optionally other ridges), and optionally zero-shot accuracy (``--tasks``),
+dense model; ``linear-refitK`` also refits the next K kept blocks after each cut; optionally
+other ridges), and optionally zero-shot accuracy (``--tasks``),
 each next to the dense model. Calibration: 32 x 512 tokens of WikiText-2 valid (seed 0),
 as ``miprun prune`` draws them; the heal fits on the first 28 windows and reports its
 residual on the last 4 (``heal_held_out`` 0.125).
@@ -119,7 +120,7 @@ def main() -> None:
     for spec in args.plan:
         name, _, blocks = spec.partition("=")
         plans[name] = [int(b) for b in blocks.split(",")]
-    variants = {v: VARIANTS[v] for v in args.variants.split(",")}
+    variants = {v: _variant(v) for v in args.variants.split(",")}
     for r in (float(x) for x in args.ridges.split(",") if x):
         variants[f"linear-{args.objective}-ridge{r:g}"] = dict(heal="linear", heal_ridge=r,
                                                               heal_objective=args.objective)
@@ -142,6 +143,14 @@ def main() -> None:
                 + (f" heal {heal['seconds']:.1f} s" if heal else ""))
             save()
     print(report(out))
+
+
+def _variant(name: str) -> dict | None:
+    """A name of :data:`VARIANTS`, or one with ``-refitK`` after it (``linear-refit2``: also refit 2 blocks)."""
+    base, _, k = name.partition("-refit")
+    if k:
+        return dict(VARIANTS[base], heal_refit=int(k))
+    return VARIANTS[name]
 
 
 def report(out: dict) -> str:

@@ -7,7 +7,7 @@ import os
 import torch
 from support import torchrun_env
 
-SETTINGS = dict(num_remove=2, selector="optimal", heal="linear", device="cpu", plots=False, batch_size=2)
+SETTINGS = dict(num_remove=2, selector="optimal", heal="linear", heal_refit=1, device="cpu", plots=False, batch_size=2)
 
 
 def worker(rank: int, world_size: int, port: int, model_dir: str, input_ids: torch.Tensor, out_dir: str) -> None:

@@ -167,6 +167,47 @@ def test_each_cut_is_the_least_squares_map_of_the_states_it_claims(fit):
     torch.testing.assert_close(healing.maps[2], _lstsq_map(m, hs[5] - (y - m)), rtol=1e-7, atol=1e-9)
 
 
+def test_refits_are_the_least_squares_maps_of_the_healed_pruned_model():
+    """refit=2 after the cut of block 1: blocks 2 and 3 get maps fitted on the model cut and healed so far."""
+    model = tiny_model("llama", num_blocks=6, dtype=torch.float64, seed=7)
+    ids = calibration_ids(24, 10, seed=8)
+    dense_model = copy.deepcopy(model)
+    healed = copy.deepcopy(model)
+    healing = heal_cuts(healed, [1, 5], ids, options=HealOptions(heal="linear", heal_ridge=0.0, heal_objective="mse",
+                                                                heal_refit=2))
+    # cut 1 after block 0; refits at blocks 2 and 3; block 4 is the cut of block 5 (not refitted)
+    assert sorted(healing.maps) == [0, 2, 3, 4]
+    assert [(r["block"], r["after_cut"], r["method"]) for r in healing.report["refits"]] == \
+        [(2, [1, 1], "linear"), (3, [1, 1], "linear")]
+    _, _, hs = _activations(dense_model, 0, ids)
+    current = copy.deepcopy(dense_model)
+    blocks = find_blocks(current)[0]
+    for b in (0, 2, 3):
+        with bypassed(current, [1]):
+            m, y, _ = _activations(current, b, ids)
+        expected = _lstsq_map(m, hs[b + 1 + (b == 0)] - (y - m))
+        torch.testing.assert_close(healing.maps[b], expected, rtol=1e-7, atol=1e-9)
+        assert not torch.allclose(expected, torch.eye(expected.shape[0], dtype=torch.float64), atol=1e-3)
+        blocks[b].mlp.down_proj.weight.data = healing.maps[b].T @ blocks[b].mlp.down_proj.weight.data
+    # the refits bring the pruned model's state after block 3 closer to the unpruned one than the cut alone
+    alone = copy.deepcopy(dense_model)
+    heal_cuts(alone, [1, 5], ids, options=HealOptions(heal="linear", heal_ridge=0.0, heal_objective="mse"))
+    errors = []
+    for candidate in (alone, healed):
+        with bypassed(candidate, [1]):
+            _, _, got = _activations(candidate, 0, ids)
+        # a bypassed block keeps its slot in hidden_states: index b + 1 is after block b in both models
+        errors.append([float((got[b] - hs[b]).pow(2).sum()) for b in (3, 4)])
+    assert errors[1][0] < errors[0][0] and errors[1][1] < errors[0][1], errors
+
+
+def test_refit_needs_the_sequential_fit():
+    with pytest.raises(ValueError, match="heal_fit='sequential'"):
+        HealOptions(heal="linear", heal_fit="dense", heal_refit=1)
+    with pytest.raises(ValueError, match="heal_refit must be an int >= 0"):
+        HealOptions(heal="linear", heal_refit=-1)
+
+
 def test_a_run_from_block_0_is_left_unhealed_and_said_so():
     model = tiny_model("llama", num_blocks=6, dtype=torch.float64)
     before = {k: v.clone() for k, v in model.state_dict().items()}

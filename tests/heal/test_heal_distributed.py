@@ -20,9 +20,10 @@ DEADLINE_S = 300
 def test_two_processes_fold_the_single_process_maps(tmp_path):
     from miprun.pipeline.prune import prune
 
-    folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=5), tmp_path / "m")
-    # 8 fitted windows in shards of 4, the 9th held out on rank 0; a seed whose map beats the unhealed cut on
-    # that window (random weights and tokens give most maps nothing to generalise), so there is a fold to compare
+    folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=5, seed=2), tmp_path / "m")
+    # 8 fitted windows in shards of 4, the 9th held out on rank 0; seeds whose plan ([0, 4]) leaves a cut whose map
+    # beats the unhealed cut on that window (random weights and tokens give most maps nothing to generalise) and a
+    # kept block to refit after the run at block 0, so there are folds to compare
     ids = calibration_ids(9, 64, seed=9)
     run_processes(worker, (WORLD_SIZE, free_port(), str(folder), ids, str(tmp_path)), WORLD_SIZE, DEADLINE_S)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
@@ -30,16 +31,27 @@ def test_two_processes_fold_the_single_process_maps(tmp_path):
     single = prune(str(folder), ids, progress=False, **SETTINGS)
     healed = [c for c in single.report["heal"]["cuts"] if c["method"] == "linear"]
     assert healed, "the plan must leave a cut that can be healed"
-    assert single.report["heal"]["cuts"][0]["fit"]["tokens"] == 8 * 64
+    assert healed[0]["fit"]["tokens"] == 8 * 64
     expect = single.model.state_dict()
-    first = healed[0]["after_block"]
-    key = f"model.layers.{first}.mlp.down_proj.weight"  # before the first cut: same index after surgery
-    assert not torch.allclose(expect[key], tiny_model("llama", preset="stream", num_blocks=5).state_dict()[key])
+    original = tiny_model("llama", preset="stream", num_blocks=5, seed=2).state_dict()
+    refitted = [r["block"] for r in single.report["heal"]["refits"] if r["method"] == "linear"]
+    assert refitted, "the plan must leave a block to refit"
+    for block in [healed[0]["after_block"]] + refitted:  # folded, under the block's index after surgery
+        key = "model.layers.{}.mlp.down_proj.weight"
+        assert not torch.allclose(expect[key.format(single.plan.kept.index(block))], original[key.format(block)])
     for res in ranks:
         assert res["removed"] == single.plan.removed
         for got, want in zip(res["heal"]["cuts"], single.report["heal"]["cuts"]):
+            assert got["method"] == want["method"]
+            if not want["fit"]:  # the run at block 0: nothing fitted
+                continue
             assert got["fit"]["tokens"] == want["fit"]["tokens"]
             assert got["held_out"]["tokens"] == want["held_out"]["tokens"] == 64
+            if want["method"]:
+                assert got["fit"]["relative_residual"] == pytest.approx(want["fit"]["relative_residual"], rel=1e-9)
+        assert len(res["heal"]["refits"]) == len(single.report["heal"]["refits"])
+        for got, want in zip(res["heal"]["refits"], single.report["heal"]["refits"]):
+            assert got["block"] == want["block"] and got["method"] == want["method"]
             if want["method"]:
                 assert got["fit"]["relative_residual"] == pytest.approx(want["fit"]["relative_residual"], rel=1e-9)
         for key, value in expect.items():  # float sums in another order: float32 rounding of the folded weights

@@ -25,10 +25,11 @@ def _logits(model, ids):
 def test_a_healed_prune_saves_what_it_measured_and_reloads(tmp_path):
     model = tiny_model("llama", num_blocks=6, seed=2)
     ids = calibration_ids(16, 12, seed=3)
+    # verify off: optimal's own plan, which leaves a cut this seed's heal improves
     plain = prune(tiny_model("llama", num_blocks=6, seed=2), ids, num_remove=2, selector="optimal", plots=False,
-                  progress=False)
+                  progress=False, verify=0)
     result = prune(model, ids, num_remove=2, selector="optimal", heal="linear", out_dir=tmp_path / "out",
-                   plots=False, progress=False)
+                   plots=False, progress=False, verify=0)
     assert result.plan.removed == plain.plan.removed
     heal = json.loads((tmp_path / "out" / "report.json").read_text())["heal"]
     assert heal == json.loads(json.dumps(result.report["heal"]))
@@ -43,16 +44,22 @@ def test_a_healed_prune_saves_what_it_measured_and_reloads(tmp_path):
     assert (_logits(result.model, fresh) - _logits(plain.model, fresh)).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text"])
-def test_a_streamed_heal_writes_the_in_memory_heal(family, tmp_path):
+@pytest.mark.parametrize("family, refit", [("llama", 0), ("gpt2", 0), ("gemma3_text", 0), ("llama", 2)])
+def test_a_streamed_heal_writes_the_in_memory_heal(family, refit, tmp_path, monkeypatch):
     """Weights read from the shards one block at a time: the folded tensors replace the originals on writing."""
     from safetensors.torch import load_file
     from tiny_models import save_sharded
 
+    from miprun.pipeline import prune as pipeline
+    from miprun.selection.plan import Plan
+    if refit:  # a plan that leaves a kept block after its cut: blocks 2-3 removed after block 1, block 4 kept
+        monkeypatch.setattr(pipeline, "select", lambda table, n, **kw: Plan(removed=[2, 3], num_blocks=5,
+                                                                            selector="optimal"))
+
     folder = save_sharded(tiny_model(family, preset="stream", num_blocks=5, seed=6), tmp_path / "m")
     ids = calibration_ids(10, 64, seed=7)
     settings = dict(num_remove=2, selector="optimal", heal="linear", plots=False, progress=False, device="cpu",
-                    verify=0)  # the streamed path cannot verify: both paths see the same plan
+                    verify=0, heal_refit=refit)  # the streamed path cannot verify: both paths see the same plan
     streamed = prune(str(folder), ids, offload=True, out_dir=tmp_path / "s", **settings)
     in_memory = prune(str(folder), ids, out_dir=tmp_path / "i", **settings)
     assert streamed.plan.removed == in_memory.plan.removed
@@ -75,6 +82,15 @@ def test_a_streamed_heal_writes_the_in_memory_heal(family, tmp_path):
             "gemma3_text": "model.layers.{}.post_feedforward_layernorm.weight"}[family]
     key = path.format(healed[0]["after_block"])
     assert not torch.allclose(s[key], tensors(folder)[key])
+    refits = in_memory.report["heal"]["refits"]
+    gone = set(in_memory.plan.removed)
+    assert all(r["block"] not in gone and r["block"] + 1 not in gone for r in refits)
+    assert [r["block"] for r in refits] == [4][:refit], (in_memory.plan.removed, refits)
+    assert [r["fit"] for r in streamed.report["heal"]["refits"]] == [r["fit"] for r in refits]
+    kept = in_memory.plan.kept
+    for r in refits:  # each refitted block's folded weight was written too, under the block's new index
+        assert r["method"] == "linear" and not torch.allclose(s[path.format(kept.index(r["block"]))],
+                                                              tensors(folder)[path.format(r["block"])])
 
 
 @pytest.mark.parametrize("settings, phrase", [
@@ -98,6 +114,9 @@ def test_heal_options_round_trip_through_the_report():
     (["--heal", "full"], "invalid choice"),
     (["--heal", "linear", "--heal-ridge", "-1"], "must be a finite number >= 0"),
     (["--heal", "linear", "--heal-fit", "later"], "invalid choice"),
+    (["--heal", "linear", "--heal-fit", "dense", "--heal-refit", "1"], "heal_fit='sequential'"),
+    (["--heal-refit", "2"], "choose a heal"),
+    (["--heal", "linear", "--heal-refit", "-1"], "heal_refit must be an int >= 0"),
 ])
 def test_bad_heal_arguments_exit_2_before_any_work(tmp_path, capsys, argv, phrase):
     calib = data_file("text/tinystories/TinyStories-valid.head45.txt")
@@ -117,10 +136,33 @@ def test_cli_heals_stories_and_says_so(tmp_path, capsys):
     assert code == 0, out
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     cuts = report["heal"]["cuts"]
-    assert cuts and all(c["method"] == "linear" for c in cuts if c["after_block"] is not None)
+    # a cut after a kept block is healed with the map, or left unhealed with a measured reason (the held-out check)
+    assert cuts and all(c["method"] == "linear" or (c["method"] is None and "held-out" in c["reason"])
+                        for c in cuts if c["after_block"] is not None), cuts
+    assert report["heal"]["refits"] == []  # none asked for
     for cut in cuts:
         first, last = cut["removed"]
         if cut["method"] is None:
             assert f"{first}-{last} left unhealed" in out or f"block {first} left unhealed" in out
         else:
             assert f"linear map after block {cut['after_block']}: relative residual" in out
+
+
+@requires_stories
+def test_cli_refits_the_blocks_after_the_cut_and_says_so(tmp_path, capsys):
+    calib = data_file("text/tinystories/TinyStories-valid.head45.txt")
+    code = cli.main(["prune", str(STORIES), "--calib", str(calib), "--n-samples", "8", "--seq-len", "64",
+                     "--num-remove", "1", "--selector", "greedy", "--heal", "linear", "--heal-refit", "1",
+                     "--verify", "0", "--out", str(tmp_path / "o"), "--no-plots", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    (removed,) = report["pruned_blocks"]
+    refits = report["heal"]["refits"]
+    assert report["settings"]["options"]["heal"]["heal_refit"] == 1
+    # the one kept block after the run, unless the run ends the model
+    assert [r["block"] for r in refits] == ([removed + 1] if removed + 1 < 5 else [])
+    for r in refits:
+        assert r["after_cut"] == [removed, removed]
+        said = f"heal: block {r['block']} refitted (linear)" if r["method"] else f"heal: block {r['block']} not refitted"
+        assert said in out

@@ -1,4 +1,4 @@
-"""Companion tables: the cosine and angular tables scored in the same pass as the main estimator's."""
+"""Companion tables: the cosine, angular and pooled Gaussian tables scored in the same pass as the main estimator's."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def _states(seed, n=4, seq=9, d=6, T=6):
 
 
 def _reference(states, kind, run, skip_first=0):
-    """float64 numpy: 1 - mean cos (cosine) or arccos(mean cos) / pi (angular) of every run up to ``run``."""
+    """float64 numpy: 1 - mean cos (cosine), arccos(mean cos) / pi (angular) or the pooled Gaussian MI
+    -1/2 log(1 - rho^2) of all element pairs (gaussian) of every run up to ``run``."""
     rows = [h[:, skip_first:].reshape(-1, h.shape[-1]).numpy().astype(np.float64) for h in states]
     T = len(states) - 1
     out = np.full((T, run), np.nan)
@@ -39,6 +40,10 @@ def _reference(states, kind, run, skip_first=0):
         for length in range(1, run + 1):
             if s + length <= T:
                 x, y = rows[s], rows[s + length]
+                if kind == "gaussian":
+                    rho = np.corrcoef(x.ravel(), y.ravel())[0, 1]
+                    out[s, length - 1] = -0.5 * math.log1p(-rho * rho)
+                    continue
                 cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
                 mean = float(np.clip(cos, -1, 1).mean())
                 out[s, length - 1] = 1.0 - mean if kind == "cosine" else math.acos(min(max(mean, -1.0), 1.0)) / math.pi
@@ -52,20 +57,25 @@ def test_companions_equal_the_float64_reference_and_leave_the_main_table_alone(e
     skip_first = seed % 3
     kw = dict(estimator=estimator, reduction=reduction, max_run=2, backend="reference", skip_first=skip_first,
               max_samples=60 if estimator == "ksg" else None, progress=False)
+    runs = {"cosine": 1, "angular": 4, "gaussian": 3}
     plain = score_states(enumerate(states), 6, **kw)
-    table = score_states(enumerate(states), 6, companions={"cosine": 1, "angular": 4}, **kw)
+    table = score_states(enumerate(states), 6, companions=runs, **kw)
     assert np.array_equal(table.values, plain.values, equal_nan=True), seed
-    assert set(table.companions) == {"cosine", "angular"} and plain.companions == {}
-    assert table.settings["companions"] == {"cosine": 1, "angular": 4} and "companions" not in plain.settings
-    for name, run in (("cosine", 1), ("angular", 4)):
+    assert set(table.companions) == set(runs) and plain.companions == {}
+    assert table.settings["companions"] == runs and "companions" not in plain.settings
+    for name, run in runs.items():
         companion = table.companions[name]
         assert companion.estimator == name and companion.max_run == run and companion.num_blocks == 6
-        np.testing.assert_allclose(companion.values, _reference(states, name, run, skip_first), rtol=1e-12,
+        np.testing.assert_allclose(companion.values, _reference(states, name, run, skip_first), rtol=1e-11,
                                    atol=1e-13, err_msg=f"seed {seed}")
-        # the same table as that estimator scored alone
+        # the same table as that estimator scored alone (gaussian: pooled, which centres before it multiplies)
         alone = score_states(enumerate(states), 6, estimator=name, max_run=run, skip_first=skip_first,
                              backend="reference", progress=False)
-        assert np.array_equal(companion.values, alone.values, equal_nan=True), seed
+        if name == "gaussian" and (estimator, reduction) != ("gaussian", "pooled"):
+            np.testing.assert_allclose(companion.values, alone.values, rtol=1e-11, atol=1e-14)
+            assert companion.settings["reduction"] == "pooled"
+        else:
+            assert np.array_equal(companion.values, alone.values, equal_nan=True), seed
         assert companion.settings["companion_of"] == estimator and companion.settings["tokens"] == alone.settings["tokens"]
 
 
@@ -79,13 +89,21 @@ def test_a_companion_of_the_main_estimator_is_read_off_the_main_table():
                           companions={"angular": 5})  # longer than max_run: scored in the second window
     np.testing.assert_allclose(longer.companions["angular"].values, _reference(states, "angular", 5), rtol=1e-12,
                                atol=1e-13, err_msg=f"seed {seed}")
+    # the gaussian companion is pooled: read off a pooled gaussian table, scored beside a per_dim one
+    pooled = score_states(enumerate(states), 6, estimator="gaussian", max_run=3, progress=False,
+                          companions={"gaussian": 2})
+    assert np.array_equal(pooled.companions["gaussian"].values, pooled.values[:, :2], equal_nan=True)
+    per_dim = score_states(enumerate(states), 6, estimator="gaussian", reduction="per_dim", max_run=3,
+                           progress=False, companions={"gaussian": 2})
+    np.testing.assert_allclose(per_dim.companions["gaussian"].values, pooled.values[:, :2], rtol=1e-11, atol=1e-14)
+    assert not np.allclose(per_dim.values[:, :2], pooled.values[:, :2], equal_nan=True)
 
 
 def test_data_parallel_shards_give_the_single_process_companions():
     seed = secrets.randbelow(2**31)
     states = _states(seed, n=5, seq=8)
     kw = dict(estimator="hist", max_run=2, backend="reference", edge_tokens=23, skip_first=1,
-              companions={"cosine": 1, "angular": 3}, progress=False)
+              companions={"cosine": 1, "angular": 3, "gaussian": 2}, progress=False)
     single = score_states(enumerate(states), 6, **kw)
     bounds = [(0, 2), (2, 5)]
     shared = {"slots": [None, None], "barrier": threading.Barrier(2)}
@@ -109,16 +127,17 @@ def test_data_parallel_shards_give_the_single_process_companions():
     assert not errors, errors
     for table in tables:
         assert np.array_equal(table.values, single.values, equal_nan=True)
-        for name in ("cosine", "angular"):
+        for name in ("cosine", "angular", "gaussian"):
             np.testing.assert_allclose(table.companions[name].values, single.companions[name].values, rtol=1e-12,
                                        atol=1e-13, err_msg=f"seed {seed}")
 
 
 def test_companion_tables_round_trip_and_bad_requests_are_refused():
     states = _states(secrets.randbelow(2**31), T=4)
-    table = score_states(enumerate(states), 4, max_run=1, progress=False, companions={"cosine": 1, "angular": 2})
+    table = score_states(enumerate(states), 4, max_run=1, progress=False,
+                         companions={"cosine": 1, "angular": 2, "gaussian": 2})
     back = ScoreTable.from_dict(table.to_dict())
-    for name in ("cosine", "angular"):
+    for name in ("cosine", "angular", "gaussian"):
         assert np.array_equal(back.companions[name].values, table.companions[name].values, equal_nan=True)
         assert back.companions[name].settings == table.companions[name].settings
     plain = score_states(enumerate(states), 4, max_run=1, progress=False)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from miprun.selection.options import BASELINE_ESTIMATORS, SINGLE_BLOCK_SELECTORS, SelectionOptions
+from miprun.selection.options import AUTO_REFINE, BASELINE_ESTIMATORS, SINGLE_BLOCK_SELECTORS, SelectionOptions
 from miprun.selection.select import SCALES, SELECTORS
 
 
@@ -109,7 +109,23 @@ def test_select_kwargs():
         options.replace(verify="auto").select_kwargs()
     assert options.select_kwargs() == {"selector": "optimal", "scale": "normalised", "log_base": 2.0,
                                        "allow_touching": False, "max_iterations": 7, "max_subsets": 11,
-                                       "verify": 0, "portfolio": True}
+                                       "verify": 0, "portfolio": True, "refine": 0}
+    assert options.replace(verify=3).select_kwargs()["refine"] == AUTO_REFINE  # refine="auto" follows verify
+    assert options.replace(verify=3, refine=0).select_kwargs()["refine"] == 0
+
+
+def test_refine_is_resolved_with_verify_and_refused_without_it():
+    auto = SelectionOptions(num_remove=2)
+    assert auto.resolve(in_memory=True, n_windows=8).refine == AUTO_REFINE
+    assert auto.resolve(in_memory=False, n_windows=8).refine == 0
+    assert SelectionOptions(num_remove=2, refine=3).resolve(in_memory=True, n_windows=8).refine == 3
+    with pytest.raises(ValueError, match="drop --refine"):
+        SelectionOptions(num_remove=2, refine=3).resolve(in_memory=False, n_windows=8)
+    for bad in (dict(verify=0, refine=1), dict(selector="sleb", refine=1)):
+        with pytest.raises(ValueError, match="needs verify"):
+            SelectionOptions(num_remove=2, **bad)
+    with pytest.raises(ValueError, match="refine must be an int"):
+        SelectionOptions(num_remove=2, refine=-1)
 
 
 def test_from_dict_refuses_unknown_keys():

@@ -111,10 +111,15 @@ def test_prune_sleb_and_verify_report(calib, tmp_path):
     assert v["oracle"]["windows"] == 1 and report["score_table"] is not None  # max(1, 4 // 4) held back
     assert r.table.settings["tokens"] == 3 * SEQ_LEN  # scored on the other 3 windows
     assert report["pruned_blocks"] == v["candidates"][v["chosen"]]["removed"]
-    assert v["loss"] == min(c["loss"] for c in v["candidates"]) and v["forward_passes"] == len(v["candidates"])
+    assert v["loss"] == min(c["loss"] for c in v["candidates"])
+    # each candidate measured once, then the refinement's own passes (refine="auto": one round)
+    assert report["settings"]["options"]["selection"]["refine"] == 1 and v["refine"]["kind"] == "refine"
+    refined = any(c["sources"] == ["refine#0"] for c in v["candidates"])
+    assert v["forward_passes"] == len(v["candidates"]) - refined + v["refine"]["forward_passes"]
+    assert v["oracle"]["forward_passes"] == v["forward_passes"]
     assert report["settings"]["options"]["selection"]["verify"] == 2
-    assert {"shortgpt", "gromov"} <= set(v["portfolio"]) and set(report["score_table"]["companions"]) == \
-        {"cosine", "angular"}
+    assert {"shortgpt", "gromov", "fast_block_select@gaussian", "optimal@gaussian"} <= set(v["portfolio"])
+    assert set(report["score_table"]["companions"]) == {"cosine", "angular", "gaussian"}
 
 
 def test_measured_loss_needs_the_model_in_memory(calib, tmp_path):
@@ -133,4 +138,15 @@ def test_cli_verify_no_portfolio(calib, tmp_path, capsys):
                    "--quiet"])
     assert rc == 0
     v = json.loads((out / "report.json").read_text())["verify"]
-    assert v["portfolio"] == [] and len(v["candidates"]) == 2
+    assert v["portfolio"] == [] and len([c for c in v["candidates"] if c["source"] != "refine"]) == 2
+
+
+def test_cli_refine_off_and_refused_without_verify(calib, tmp_path, capsys):
+    common = ["prune", str(STORIES), "--calib", str(calib), "--num-remove", "1", "--n-samples", "4",
+              "--seq-len", str(SEQ_LEN), "--no-plots"]
+    assert cli_main(common + ["--refine", "0", "--out", str(tmp_path / "off")]) == 0
+    v = json.loads((tmp_path / "off" / "report.json").read_text())["verify"]
+    assert "refine" not in v and v["forward_passes"] == len(v["candidates"])
+    assert "verify: " in capsys.readouterr().out
+    assert cli_main(common + ["--refine", "2", "--verify", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "needs verify" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -1,4 +1,5 @@
-"""verify's portfolio measures the ShortGPT and Gromov plans, read from companion tables of the same pass."""
+"""verify's portfolio measures the ShortGPT and Gromov plans and the Gaussian FBS / optimal plans, read from
+companion tables of the same pass."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tiny_models import tiny_model
 from miprun.evaluate.calibration_loss import CalibrationLoss
 from miprun.scoring.score import score_blocks
 from miprun.selection.options import SelectionOptions
-from miprun.selection.select import BASELINE_PORTFOLIO, companion_runs, select
+from miprun.selection.select import BASELINE_PORTFOLIO, GAUSSIAN_PORTFOLIO, companion_runs, select
 
 pytestmark = [requires_native]
 
@@ -54,6 +55,13 @@ def _check_baselines_measured(model, ids, num_remove, selector, seed):
         holders = [c for c in entry["candidates"] if f"{name}#0" in c["sources"]]
         assert len(holders) == 1 and holders[0]["removed"] == expected, (seed, name, holders, expected)
         assert holders[0]["loss"] == pytest.approx(loss.loss(tuple(expected)))
+    # the MI selectors on the pooled Gaussian table, scored alone
+    gaussian = score_blocks(model, score_ids, estimator="gaussian", max_run=num_remove, progress=False)
+    for name in GAUSSIAN_PORTFOLIO:
+        assert f"{name}@gaussian" in entry["portfolio"], seed
+        expected = select(gaussian, num_remove, selector=name).removed
+        holders = [c for c in entry["candidates"] if f"{name}@gaussian#0" in c["sources"]]
+        assert len(holders) == 1 and holders[0]["removed"] == expected, (seed, name, holders, expected)
 
 
 @pytest.mark.parametrize("selector", ["fast_block_select", "optimal", "greedy", "shortgpt", "gromov"])
@@ -80,23 +88,27 @@ def test_without_companions_the_baselines_are_skipped_with_the_reason():
     table = score_blocks(model, ids[:2], num_remove=2, progress=False)
     plan = select(table, 2, selector="optimal", verify=1, loss=CalibrationLoss(model, ids[2:]))
     entry = plan.trace[-1]
-    assert [s["source"] for s in entry["skipped"]] == ["shortgpt", "gromov"]
+    assert [s["source"] for s in entry["skipped"]] == ["shortgpt", "gromov", "fast_block_select@gaussian",
+                                                       "optimal@gaussian"]
     assert all("companion" in s["reason"] for s in entry["skipped"])
     assert entry["portfolio"] == ["fast_block_select", "greedy"]
-    assert not any(src.startswith(("shortgpt", "gromov")) for c in entry["candidates"] for src in c["sources"])
+    assert not any(src.startswith(("shortgpt", "gromov")) or "@" in src
+                   for c in entry["candidates"] for src in c["sources"])
     # gromov needs runs of num_remove blocks: a shorter angular companion is skipped with the selector's reason
     short = score_blocks(model, ids[:2], num_remove=2, progress=False, companions={"cosine": 1, "angular": 1})
     entry = select(short, 2, selector="optimal", verify=1, loss=CalibrationLoss(model, ids[2:])).trace[-1]
-    assert [s["source"] for s in entry["skipped"]] == ["gromov"] and "max_run >= 2" in entry["skipped"][0]["reason"]
+    reasons = {s["source"]: s["reason"] for s in entry["skipped"]}
+    assert set(reasons) == {"gromov", "fast_block_select@gaussian", "optimal@gaussian"} and "max_run >= 2" in \
+        reasons["gromov"]
     assert entry["portfolio"] == ["fast_block_select", "greedy", "shortgpt", "gromov"]
 
 
 def test_selection_options_ask_for_companions_only_for_verify_with_portfolio():
-    assert SelectionOptions(num_remove=3, verify=2).companions(3) == {"cosine": 1, "angular": 3}
-    assert SelectionOptions(ratio=0.5, verify=1).companions(4) == {"cosine": 1, "angular": 4}
+    assert SelectionOptions(num_remove=3, verify=2).companions(3) == {"cosine": 1, "angular": 3, "gaussian": 3}
+    assert SelectionOptions(ratio=0.5, verify=1).companions(4) == {"cosine": 1, "angular": 4, "gaussian": 4}
     assert SelectionOptions(num_remove=3, verify=0).companions(3) == {}
     auto = SelectionOptions(num_remove=3)  # verify="auto": on for a model in memory, off otherwise
-    assert auto.resolve(in_memory=True, n_windows=8).companions(3) == {"cosine": 1, "angular": 3}
+    assert auto.resolve(in_memory=True, n_windows=8).companions(3) == {"cosine": 1, "angular": 3, "gaussian": 3}
     assert auto.resolve(in_memory=False, n_windows=8).companions(3) == {}
     assert auto.resolve(in_memory=True, n_windows=1).verify == 0
     with pytest.raises(ValueError, match="decided by resolve"):

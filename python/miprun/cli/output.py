@@ -19,6 +19,15 @@ def print_plan(result) -> None:
     plan = result.plan
     print(f"removed blocks {plan.removed} of {plan.num_blocks} (selector {plan.selector}, estimator "
           f"{result.table.estimator}, {plan.evaluations} run scores read)")
+    verify = result.report.get("verify")
+    if verify:
+        line = (f"verify: {len(verify['candidates'])} candidate plans measured on held-back windows, kept the one "
+                f"from {', '.join(verify['chosen_sources'])} ({verify['forward_passes']} loss passes)")
+        refined = verify.get("refine")
+        if refined:
+            moves = sum(r["moved"] for r in refined["rounds"])
+            line += f"; refine: {moves} swap(s) kept in {len(refined['rounds'])} round(s)"
+        print(line)
     heal = result.report.get("heal")
     if heal:
         for cut in heal["cuts"]:
@@ -35,6 +44,17 @@ def print_plan(result) -> None:
                          f"(unhealed {_num(held['unhealed_relative_residual'])})")
             if cut["reason"]:
                 line += f"; {cut['reason']}"
+            print(line)
+        for refit in heal.get("refits", []):
+            if refit["method"] is None:
+                print(f"heal: block {refit['block']} not refitted: {refit['reason']}")
+                continue
+            fit, held = refit["fit"], refit["held_out"]
+            line = (f"heal: block {refit['block']} refitted ({refit['method']}): relative residual "
+                    f"{_num(fit['relative_residual'])} (before {_num(fit['unhealed_relative_residual'])})")
+            if held.get("tokens"):
+                line += (f", held out {_num(held['relative_residual'])} "
+                         f"(before {_num(held['unhealed_relative_residual'])})")
             print(line)
     check = result.report.get("plan_check")
     if check:

@@ -42,6 +42,10 @@ def register(sub) -> None:
                         "selectors' plans) by loss on the last quarter of the calibration windows, held back from "
                         "scoring, and keep the best; 0: off (the paper's method: --verify 0). Default auto: 2 with "
                         "the model in memory, off with --offload or --device-map")
+    p.add_argument("--refine", type=verify_count, default="auto", metavar="R",
+                   help="with --verify: up to R rounds of measured one-block swaps along the chosen plan's runs "
+                        "(each round: one loss pass per block next to a run, per removed block, and 2 swaps); 0: off. "
+                        "Default auto: 1 where --verify runs")
     p.add_argument("--no-portfolio", action="store_true",
                    help="with --verify: measure only the selector's own K best plans")
     p.add_argument("--heal", choices=METHODS, default="none",
@@ -60,6 +64,10 @@ def register(sub) -> None:
     p.add_argument("--heal-objective", choices=OBJECTIVES, default="auto",
                    help="relative: each token's squared error divided by the squared norm of its target state; mse: "
                         "squared errors summed over tokens; auto (default): relative for linear, mse for scale")
+    p.add_argument("--heal-refit", type=int, default=0, metavar="K",
+                   help="with --heal: also fit a map on the MLP output of each of the next K kept blocks after every "
+                        "removed run, on the pruned and healed model, against the unpruned model's state after that "
+                        "block (folded the same way; sequential fit only; default 0)")
     p.add_argument("--max-ppl-ratio", type=ratio_limit, default=50.0, metavar="R",
                    help="refuse to write a pruned model whose perplexity on the last eighth of the calibration "
                         "windows is over R times the unpruned model's (default 50; inf: no check)")
@@ -83,9 +91,10 @@ def _options(args) -> tuple[str, str, PruneOptions]:
             raise ValueError("give --num-remove N or --ratio F (how many blocks to remove)")
         options = PruneOptions.from_flat(
             num_remove=args.num_remove, ratio=args.ratio, selector=args.selector, estimator=args.estimator,
-            verify=args.verify, portfolio=not args.no_portfolio,
+            verify=args.verify, portfolio=not args.no_portfolio, refine=args.refine,
             heal=args.heal, heal_fit=args.heal_fit, heal_ridge=args.heal_ridge,
-            heal_objective=args.heal_objective, heal_held_out=args.heal_held_out, max_ppl_ratio=args.max_ppl_ratio,
+            heal_objective=args.heal_objective, heal_held_out=args.heal_held_out, heal_refit=args.heal_refit,
+            max_ppl_ratio=args.max_ppl_ratio,
             reduction=args.reduction, max_run=args.max_run, bins=args.bins, binning=args.binning, k=args.k,
             max_samples=args.max_samples, skip_first=args.skip_first, seed=args.seed, n_samples=args.n_samples,
             seq_len=args.seq_len, out_dir=args.out, overwrite=args.overwrite, plots=not args.no_plots,

@@ -3,8 +3,9 @@
 One pass over the blocks, on the compute device: the unpruned model's states ``h`` give
 each cut's target ``h_{s+L}``; with ``fit="sequential"`` a second stream ``g`` runs the
 pruned model as it is being healed (removed blocks skipped, each map folded as soon as it
-is solved), so a cut's map also absorbs what the cuts before it left. Until the first
-removed block the two streams are one. The pass stops at the last cut's target block, and
+is solved), so a cut's map also absorbs what the cuts before it left; with ``refit=K`` the
+next ``K`` kept blocks after each cut get maps of their own the same way (refits, see
+:mod:`miprun.heal.cuts`). Until the first removed block the two streams are one. The pass stops at the last cut's target block, and
 holds at most one cut's MLP output at a time (cuts do not overlap). Hidden states never
 leave the device; only the float64 sums of :class:`~miprun.heal.stats.CutStats` are kept
 (and all-reduced across data-parallel processes).
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from miprun.heal.cuts import Cut, plan_cuts
+from miprun.heal.cuts import Cut, plan_cuts, plan_refits
 from miprun.heal.fold import fold_map, folded
 from miprun.heal.options import HealOptions
 from miprun.heal.stats import CutStats, relative_residual, solve
@@ -104,15 +105,17 @@ def heal_cuts(source, removed, fit_ids: torch.Tensor, held_ids: torch.Tensor | N
     config = text_config(source.config)
     family = family_of(config)
     cuts = plan_cuts(removed, family, config, options.heal)
-    active = [c for c in cuts if c.method is not None]
+    refits = plan_refits(cuts, removed, source.num_blocks, family, config, options.heal, options.heal_refit)
+    active = [c for c in cuts + refits if c.method is not None]
     out = {"method": options.heal, "fit": options.heal_fit, "objective": options.objective,
-           "ridge": options.heal_ridge, "blocks_run": 0}
+           "ridge": options.heal_ridge, "refit": options.heal_refit, "blocks_run": 0}
     healing = Healing(out)
     if active:
         ids = fit_ids if held_ids is None or held_ids.numel() == 0 else torch.cat([fit_ids, held_ids])
         out["blocks_run"] = _Pass(source, family.heal, set(removed), active, options, reducer, batch_size,
                                   healing).run(ids, int(fit_ids.shape[0]), progress)
     out["cuts"] = [c.to_dict() for c in cuts]
+    out["refits"] = [r.to_dict() for r in refits]
     out["unhealed"] = [c.to_dict()["removed"] for c in cuts if c.method is None]
     out["seconds"] = time.perf_counter() - t0
     return healing

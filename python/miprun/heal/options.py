@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from miprun.util.options import Options, check_choice
+from miprun.util.options import Options, check_choice, check_int
 
 __all__ = ["HealOptions", "METHODS", "FITS", "OBJECTIVES"]
 
@@ -40,6 +40,10 @@ class HealOptions(Options):
     heal_held_out : float
         Share of the calibration windows (the last ones) kept out of the fit, to report
         each map's residual on tokens it did not see; 0: none.
+    heal_refit : int
+        After each cut, also fit a map on the MLP output of each of the next ``heal_refit``
+        kept blocks, against the unpruned model's state after that block (``sequential``
+        only: on the unpruned model's own states there is nothing to correct). Default 0.
     """
 
     heal: str = "none"
@@ -47,11 +51,20 @@ class HealOptions(Options):
     heal_ridge: float = 1e-4
     heal_held_out: float = 0.125
     heal_objective: str = "auto"
+    heal_refit: int = 0
 
     def __post_init__(self) -> None:
         check_choice("heal", self.heal, METHODS)
         check_choice("heal_fit", self.heal_fit, FITS)
         check_choice("heal_objective", self.heal_objective, OBJECTIVES)
+        check_int("heal_refit", self.heal_refit, low=0)
+        if self.heal_refit and self.heal == "none":
+            raise ValueError(f"heal_refit={self.heal_refit} refits blocks after the healed cuts: choose a heal "
+                             f"(--heal linear or scale), or heal_refit=0")
+        if self.heal_refit and self.heal_fit != "sequential":
+            raise ValueError(f"heal_refit={self.heal_refit} refits the blocks after a cut on the pruned, healed model's "
+                             f"states; with heal_fit='dense' they are the unpruned model's own, with nothing to "
+                             f"correct. Use heal_fit='sequential' (the default) or heal_refit=0")
         for name, top in (("heal_ridge", math.inf), ("heal_held_out", 0.5)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top \

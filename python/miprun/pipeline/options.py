@@ -54,8 +54,10 @@ class PruneOptions:
         placed = self.execution.offload is not False or self.execution.device_map is not None
         verify = self.selection.verify
         measures_loss = self.selection.selector == "sleb" or (verify != "auto" and verify > 0)
+        measures_loss = measures_loss or self.selection.refine not in ("auto", 0)
         if measures_loss and placed:
-            what = "selector 'sleb'" if self.selection.selector == "sleb" else "verify"
+            what = "selector 'sleb'" if self.selection.selector == "sleb" else \
+                "verify" if verify not in ("auto", 0) else "refine"
             raise ValueError(f"{what} measures the calibration loss of the whole model held in memory on one device: "
                              f"drop offload (--offload) and device_map (--device-map)")
         if self.heal.active and self.execution.device_map is not None:

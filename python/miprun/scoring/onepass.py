@@ -13,11 +13,12 @@ single-process table (exactly for ``hist`` and ``ksg``; up to float summation or
 ``gaussian``, ``cosine`` and ``angular``).
 
 Companion tables: the same pass can also score the similarity baselines' tables (``cosine``
-for ShortGPT, ``angular`` for Gromov et al.) next to the main estimator's, each up to its
-own run length, from the states it already sees: a second window keeps the states with
-their row norms, and one sum of row cosines per pair serves both (``1 - mean cos`` and
-``arccos(mean cos) / pi``). ``verify`` reads them to add those baselines' plans to its
-candidates without another forward pass.
+for ShortGPT, ``angular`` for Gromov et al.) and the pooled ``gaussian`` MI table next to the
+main estimator's, each up to its own run length, from the states it already sees: a second
+window keeps the states with their row norms (and, for ``gaussian``, their element sum and
+sum of squares), and one sweep of row dot products per pair serves all three (``1 - mean
+cos``, ``arccos(mean cos) / pi`` and the pooled correlation). ``verify`` reads them to add
+those selectors' plans to its candidates without another forward pass.
 """
 
 from __future__ import annotations
@@ -31,12 +32,16 @@ from miprun.mi.binning import resolve_bins
 from miprun.mi.scale import DISTANCE_ESTIMATORS
 from miprun.scoring.distributed import LocalReducer, Reducer
 from miprun.scoring.options import ScoringOptions
-from miprun.scoring.scorers import CosineScorer, make_scorer
+from miprun.scoring.scorers import CosineScorer, PooledGaussianCompanion, make_scorer
 from miprun.scoring.table import ScoreTable
 from miprun.util.options import check_int
 from miprun.util.progress import progress_bar
 
-__all__ = ["score_states"]
+__all__ = ["score_states", "COMPANION_ESTIMATORS"]
+
+#: The tables a pass can score beside its main estimator's: the baselines' distances and the
+#: pooled Gaussian MI, all from one sum of row dot products per pair.
+COMPANION_ESTIMATORS = DISTANCE_ESTIMATORS + ("gaussian",)
 
 
 def _token_rows(h: torch.Tensor, skip_first: int) -> torch.Tensor:
@@ -82,13 +87,16 @@ def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, op
     total_tokens : int, optional
         Scored token rows of all processes; checked against the all-reduced count.
     companions : mapping of str to int, optional
-        Similarity tables to score in the same pass, estimator (``"cosine"``, ``"angular"``)
-        -> longest run (``1..num_blocks``); e.g. ``{"cosine": 1, "angular": N}``, what the
-        ShortGPT and Gromov baselines read to remove ``N`` blocks. Each equals the table
-        that estimator gives when scored alone with that ``max_run``. A companion of the
-        main estimator within ``max_run`` is read off the main table. Costs one row-cosine
-        sum per pair ``(a, b)`` with ``b - a`` up to the longest companion run, and a window
-        of that many states (the states themselves, in their dtype) on their device.
+        Tables to score in the same pass, estimator (:data:`COMPANION_ESTIMATORS`:
+        ``"cosine"``, ``"angular"``, ``"gaussian"``) -> longest run (``1..num_blocks``);
+        e.g. ``{"cosine": 1, "angular": N, "gaussian": N}``, what the ShortGPT and Gromov
+        baselines and Fast-Block-Select on Gaussian scores read to remove ``N`` blocks.
+        Each equals the table that estimator (``gaussian``: with reduction ``pooled``) gives
+        when scored alone with that ``max_run`` (``gaussian`` up to float64 rounding). A
+        companion of the main estimator (and reduction) within ``max_run`` is read off the
+        main table. Costs one sweep of row dot products per pair ``(a, b)`` with ``b - a``
+        up to the longest companion run, and a window of that many states (the states
+        themselves, in their dtype) on their device.
 
     Returns
     -------
@@ -117,9 +125,11 @@ def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, op
     reducer = reducer if reducer is not None else LocalReducer()
     runs = _check_companions(companions, num_blocks)
     # a companion of the main estimator within max_run is a slice of the main table; the others are scored
-    scored = {name: run for name, run in runs.items() if name != options.estimator or run > options.max_run}
+    scored = {name: run for name, run in runs.items() if not read_off_main(name, run, options)}
     similarity_run = max(scored.values(), default=0)
-    similarity = {name: CosineScorer(angular=name == "angular", reducer=reducer) for name in scored}
+    similarity = {name: PooledGaussianCompanion(reducer=reducer) if name == "gaussian"
+                  else CosineScorer(angular=name == "angular", reducer=reducer) for name in scored}
+    gaussian = similarity.get("gaussian")
     cos_scorer = CosineScorer(angular=False, reducer=reducer)
     side = {name: np.full((num_blocks, run), np.nan) for name, run in scored.items()}
     side_window: dict[int, object] = {}
@@ -149,8 +159,10 @@ def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, op
             del entry
             if similarity:
                 state = cos_scorer.encode(x)  # (x, row norms), as the cosine and angular scorers keep it
+                if gaussian is not None:  # and the element moments the pooled correlation needs
+                    state = (*state, gaussian.moments(*state))
                 starts = range(max(0, b - similarity_run), b)
-                # every pair ending at b in one sweep and one collective; one cosine sum serves both tables
+                # every pair ending at b in one sweep and one collective; one sweep serves every table
                 stats = reducer.all_reduce_sum(cos_scorer.pairs([side_window[a] for a in starts], state)) if b else []
                 for a, pair_stats in zip(starts, stats):
                     for name, scorer_c in similarity.items():
@@ -173,14 +185,22 @@ def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, op
         settings["reduction"] = None
     tables = {}
     for name, run in runs.items():
-        own = {**options.replace(estimator=name, max_run=run).to_dict(), "num_blocks": num_blocks,
-               "state_shape": list(shape), **info, "edge_rows": None, "bins_resolved": None, "reduction": None,
-               "companion_of": options.estimator}
+        reduction = "pooled" if name == "gaussian" else None
+        own = {**options.replace(estimator=name, max_run=run, reduction=reduction or "pooled").to_dict(),
+               "num_blocks": num_blocks, "state_shape": list(shape), **info, "edge_rows": None,
+               "bins_resolved": None, "reduction": reduction, "companion_of": options.estimator}
         table_values = side[name] if name in side else values[:, :run].copy()
         tables[name] = ScoreTable(values=table_values, estimator=name, settings=own)
     if runs:
         settings["companions"] = dict(runs)
     return ScoreTable(values=values, estimator=options.estimator, settings=settings, companions=tables)
+
+
+def read_off_main(name: str, run: int, options: ScoringOptions) -> bool:
+    """Whether the companion ``name`` up to ``run`` is a slice of the main table (same estimator and reduction)."""
+    if name != options.estimator or run > options.max_run:
+        return False
+    return name != "gaussian" or options.reduction == "pooled"
 
 
 def _check_companions(companions: Mapping[str, int] | None, num_blocks: int) -> dict[str, int]:
@@ -192,8 +212,9 @@ def _check_companions(companions: Mapping[str, int] | None, num_blocks: int) -> 
                          f"got {companions!r}")
     out = {}
     for name, run in companions.items():
-        if name not in DISTANCE_ESTIMATORS:
-            raise ValueError(f"companion tables are the similarity baselines {DISTANCE_ESTIMATORS}, got {name!r}")
+        if name not in COMPANION_ESTIMATORS:
+            raise ValueError(f"companion tables are the similarity baselines {DISTANCE_ESTIMATORS} and the pooled "
+                             f"'gaussian' MI, got {name!r}")
         check_int(f"companions[{name!r}]", run, low=1)
         if run > num_blocks:
             raise ValueError(f"companions[{name!r}]={run} but the model has {num_blocks} blocks; "

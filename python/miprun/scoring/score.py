@@ -26,7 +26,7 @@ from miprun.hidden.sources import open_source
 from miprun.models.blocks import text_config
 from miprun.models.loading import inspect_model, load_tokenizer
 from miprun.scoring.distributed import DataParallel
-from miprun.scoring.onepass import score_states
+from miprun.scoring.onepass import read_off_main, score_states
 from miprun.scoring.options import ScoringOptions
 from miprun.scoring.table import ScoreTable
 from miprun.util.options import route
@@ -96,8 +96,7 @@ def _window_bytes(config, ids: torch.Tensor, options: ScoringOptions,
     hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0) or 0)
     n_tokens = int(ids.numel())
     total = window_bytes(options.estimator, n_tokens=n_tokens, hidden=hidden, max_run=options.max_run)
-    runs = [int(run) for name, run in (companions or {}).items()
-            if name != options.estimator or int(run) > options.max_run]
+    runs = [int(run) for name, run in (companions or {}).items() if not read_off_main(name, int(run), options)]
     if runs:  # the companions keep the states themselves, as the cosine scorer does
         total += window_bytes("cosine", n_tokens=n_tokens, hidden=hidden, max_run=max(runs))
     return total

@@ -11,7 +11,10 @@ and turns the data-parallel sum of those parts into the score (``finish``):
 - ``gaussian``: the state with its mean and centred sum of squares; the pair part is the
   centred cross-product sum;
 - ``cosine`` / ``angular``: the state with its row norms; the pair part is the sum of row
-  cosines and the row count.
+  cosines, the row count and the sum of row dot products;
+- the pooled ``gaussian`` companion (:class:`PooledGaussianCompanion`) reads that same pair
+  part: with each state's element sum and sum of squares (its squared row norms), the
+  pooled correlation needs only the sum of the row dot products.
 
 Every scorer reproduces :func:`miprun.mutual_information` on the same pair of states.
 """
@@ -189,10 +192,11 @@ class CosineScorer:
         return x, norms
 
     def pair(self, ea, eb) -> torch.Tensor:
-        xa, na = ea
-        xb, nb = eb
+        xa, na = ea[0], ea[1]
+        xb, nb = eb[0], eb[1]
         n, d = xa.shape
         total = torch.zeros((), dtype=torch.float64, device=xa.device)
+        dots = torch.zeros((), dtype=torch.float64, device=xa.device)
         for lo, hi in _row_chunks(n, d):
             dot = (xa[lo:hi].to(torch.float64) * xb[lo:hi].to(torch.float64)).sum(1)
             denom = na[lo:hi] * nb[lo:hi]
@@ -200,7 +204,8 @@ class CosineScorer:
             cos = torch.where(denom > 0, dot / torch.where(denom > 0, denom, torch.ones_like(denom)),
                               both_zero.to(torch.float64))
             total += cos.clamp(-1.0, 1.0).sum()
-        return torch.stack([total, torch.tensor(float(n), dtype=torch.float64, device=xa.device)])
+            dots += dot.sum()
+        return torch.stack([total, torch.tensor(float(n), dtype=torch.float64, device=xa.device), dots])
 
     def pairs(self, earlier: list, eb) -> torch.Tensor:
         """``torch.stack([self.pair(ea, eb) for ea in earlier])``, bit for bit, in one sweep over the rows.
@@ -209,34 +214,71 @@ class CosineScorer:
         cache-sized chunks; the row cosines are then summed over the same row ranges as
         :meth:`pair` sums them, so each total is the same float.
         """
-        xb, nb = eb
+        xb, nb = eb[0], eb[1]
         n, d = xb.shape
         rows = [torch.empty(n, dtype=torch.float64, device=xb.device) for _ in earlier]
+        dots = [torch.empty(n, dtype=torch.float64, device=xb.device) for _ in earlier]
         step = max(1, CACHE_ELEMENTS // max(d, 1))
         for lo in range(0, n, step):
             hi = min(lo + step, n)
             yb = xb[lo:hi].to(torch.float64)
-            for (xa, na), out in zip(earlier, rows):
+            for ea, out, out_dot in zip(earlier, rows, dots):
+                xa, na = ea[0], ea[1]
                 dot = (xa[lo:hi].to(torch.float64) * yb).sum(1)
                 denom = na[lo:hi] * nb[lo:hi]
                 both_zero = (na[lo:hi] == 0) & (nb[lo:hi] == 0)
                 cos = torch.where(denom > 0, dot / torch.where(denom > 0, denom, torch.ones_like(denom)),
                                   both_zero.to(torch.float64))
                 out[lo:hi] = cos.clamp(-1.0, 1.0)
+                out_dot[lo:hi] = dot
         count = torch.tensor(float(n), dtype=torch.float64, device=xb.device)
         stats = []
-        for cos in rows:
+        for cos, dot in zip(rows, dots):
             total = torch.zeros((), dtype=torch.float64, device=xb.device)
+            dot_total = torch.zeros((), dtype=torch.float64, device=xb.device)
             for lo, hi in _row_chunks(n, d):  # the ranges pair() sums
                 total += cos[lo:hi].sum()
-            stats.append(torch.stack([total, count]))
-        return torch.stack(stats) if stats else torch.zeros((0, 2), dtype=torch.float64, device=xb.device)
+                dot_total += dot[lo:hi].sum()
+            stats.append(torch.stack([total, count, dot_total]))
+        return torch.stack(stats) if stats else torch.zeros((0, 3), dtype=torch.float64, device=xb.device)
 
     def finish(self, stats: torch.Tensor, ea, eb) -> float:
         mean_cos = float(stats[0] / stats[1])
         if self.angular:
             return math.acos(min(max(mean_cos, -1.0), 1.0)) / math.pi
         return 1.0 - mean_cos
+
+
+class PooledGaussianCompanion:
+    """The pooled Gaussian MI of a pair, from the cosine scorer's pair part (see the module docstring).
+
+    The companion window keeps each state as ``(x, row norms, moments)``, ``moments`` the
+    all-reduced float64 ``[element sum, element sum of squares, element count]``
+    (:meth:`moments`); :meth:`finish` turns the sum of row dot products into the
+    correlation of all ``n * d`` element pairs. It equals the ``gaussian`` estimator's
+    pooled table up to float64 rounding (the estimator centres before it multiplies).
+    """
+
+    def __init__(self, *, reducer) -> None:
+        self.reducer = reducer
+
+    def moments(self, x: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+        n, d = x.shape
+        s = torch.zeros((), dtype=torch.float64, device=x.device)
+        for lo, hi in _row_chunks(n, d):
+            s += x[lo:hi].to(torch.float64).sum()
+        local = torch.stack([s, (norms * norms).sum(), torch.tensor(float(n * d), dtype=torch.float64,
+                                                                     device=x.device)])
+        return self.reducer.all_reduce_sum(local)
+
+    def finish(self, stats: torch.Tensor, ea, eb) -> float:
+        (sa, qa, count), (sb, qb, _) = (float(v) for v in ea[2]), (float(v) for v in eb[2])
+        ma, mb = sa / count, sb / count
+        sxy = float(stats[2]) - count * ma * mb
+        sxx, syy = qa - count * ma * ma, qb - count * mb * mb
+        denom = math.sqrt(max(sxx, 0.0) * max(syy, 0.0))
+        rho = sxy / denom if denom > 0 else 0.0
+        return float(_mi_from_rho(torch.tensor(rho, dtype=torch.float64)))
 
 
 def make_scorer(estimator: str, *, reduction: str, n_local: int, d: int, total: int, token_offset: int,

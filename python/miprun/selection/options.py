@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from miprun.selection.select import SCALES, SELECTORS, companion_runs
 from miprun.util.options import Options, check_choice, check_int
 
-__all__ = ["SelectionOptions", "BASELINE_ESTIMATORS", "SINGLE_BLOCK_SELECTORS", "AUTO_VERIFY"]
+__all__ = ["SelectionOptions", "BASELINE_ESTIMATORS", "SINGLE_BLOCK_SELECTORS", "AUTO_VERIFY", "AUTO_REFINE"]
 
 #: Baseline selectors read a table of their own distance, not MI.
 BASELINE_ESTIMATORS = {"shortgpt": "cosine", "gromov": "angular"}
@@ -17,6 +17,9 @@ SINGLE_BLOCK_SELECTORS = ("greedy", "shortgpt")
 #: The K of ``verify="auto"``: the selector's 2 best plans and the portfolio, measured (see the
 #: README for the evidence behind it).
 AUTO_VERIFY = 2
+#: The rounds of ``refine="auto"`` where verify runs: measured swaps along the verified plan's
+#: runs (see the README for the evidence behind it).
+AUTO_REFINE = 3
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,13 @@ class SelectionOptions(Options):
         calibration windows, a selector other than ``sleb``), else 0; :meth:`resolve` decides.
     portfolio : bool
         With ``verify``: add the plans of :data:`miprun.selection.select.PORTFOLIO`, and of
-        :data:`~miprun.selection.select.BASELINE_PORTFOLIO` from the companion tables the
+        :data:`~miprun.selection.select.BASELINE_PORTFOLIO` and
+        :data:`~miprun.selection.select.GAUSSIAN_PORTFOLIO` from the companion tables the
         scoring pass adds (:meth:`companions`).
+    refine : int or "auto"
+        With ``verify``: rounds of measured one-block swaps along the verified plan's runs
+        (:func:`miprun.selection.refine.refine`); 0: off. ``"auto"`` (the default):
+        :data:`AUTO_REFINE` where verify runs, else 0. A count with ``verify=0`` is refused.
     """
 
     num_remove: int | None = None
@@ -54,6 +62,7 @@ class SelectionOptions(Options):
     max_subsets: int = 50_000_000
     verify: int | str = "auto"
     portfolio: bool = True
+    refine: int | str = "auto"
 
     def __post_init__(self) -> None:
         if (self.num_remove is None) == (self.ratio is None):
@@ -77,16 +86,31 @@ class SelectionOptions(Options):
             check_int("verify", self.verify, low=0)
         if not isinstance(self.portfolio, bool):
             raise ValueError(f"portfolio must be True or False, got {self.portfolio!r}")
+        if self.refine != "auto":
+            check_int("refine", self.refine, low=0)
+            if self.refine and (self.verify == 0 or self.selector == "sleb"):
+                raise ValueError(f"refine={self.refine} improves the plan verify chose by measured swaps: it needs "
+                                 f"verify (--verify K or auto, not 0) and a selector other than sleb")
         if self.verify != "auto" and self.verify and self.selector == "sleb":
             raise ValueError("selector 'sleb' measures the loss at every step already: verify applies to the other "
                              "selectors (drop --verify, or choose another selector)")
 
     def resolve(self, *, in_memory: bool, n_windows: int) -> "SelectionOptions":
-        """These options with ``verify="auto"`` decided: :data:`AUTO_VERIFY` where verify can run, else 0."""
-        if self.verify != "auto":
+        """These options with ``verify="auto"`` decided (:data:`AUTO_VERIFY` where verify can run, else 0), and
+        ``refine="auto"`` (:data:`AUTO_REFINE` where verify runs, else 0)."""
+        verify = self.verify
+        if verify == "auto":
+            can = in_memory and n_windows >= 2 and self.selector != "sleb"
+            verify = AUTO_VERIFY if can else 0
+        refine = self.refine
+        if refine == "auto":
+            refine = AUTO_REFINE if verify else 0
+        elif refine and not verify:
+            raise ValueError(f"refine={refine} needs verify, which is off here (verify='auto' turns it off with the "
+                             f"model offloaded or mapped, or with fewer than 2 calibration windows): drop --refine")
+        if verify == self.verify and refine == self.refine:
             return self
-        can = in_memory and n_windows >= 2 and self.selector != "sleb"
-        return self.replace(verify=AUTO_VERIFY if can else 0)
+        return self.replace(verify=verify, refine=refine)
 
     @property
     def measures_loss(self) -> bool:
@@ -124,8 +148,9 @@ class SelectionOptions(Options):
     def companions(self, num_remove: int) -> dict[str, int]:
         """Companion tables the scoring pass adds for this selection (``companions=`` of ``score_tokens``).
 
-        With ``verify`` and ``portfolio``: ``{"cosine": 1, "angular": num_remove}``, the
-        tables of the ShortGPT and Gromov plans that verify measures too; else none.
+        With ``verify`` and ``portfolio``: ``{"cosine": 1, "angular": num_remove,
+        "gaussian": num_remove}``, the tables of the ShortGPT, Gromov and Gaussian
+        Fast-Block-Select / optimal plans that verify measures too; else none.
         """
         self._check_resolved()
         return companion_runs(num_remove) if self.verify and self.portfolio else {}
@@ -139,4 +164,5 @@ class SelectionOptions(Options):
         self._check_resolved()
         return {"selector": self.selector, "scale": self.scale, "log_base": self.log_base,
                 "allow_touching": self.allow_touching, "max_iterations": self.max_iterations,
-                "max_subsets": self.max_subsets, "verify": self.verify, "portfolio": self.portfolio}
+                "max_subsets": self.max_subsets, "verify": self.verify, "portfolio": self.portfolio,
+                "refine": (AUTO_REFINE if self.verify else 0) if self.refine == "auto" else self.refine}

@@ -27,9 +27,10 @@ more redundant, better to remove. The selectors:
 With ``verify=K``, any selector but ``sleb`` proposes its K best plans under its own
 objective and (``portfolio=True``) the plans of the other cheap selectors on the same
 table, plus the ShortGPT and Gromov plans on the table's companion ``cosine`` and
-``angular`` tables when the scoring pass produced them (:data:`BASELINE_PORTFOLIO`,
-:func:`companion_runs`); each is measured with ``loss`` and the lowest measured loss wins
-(see :func:`select`).
+``angular`` tables and the Fast-Block-Select and ``optimal`` plans on its companion pooled
+``gaussian`` table, when the scoring pass produced them (:data:`BASELINE_PORTFOLIO`,
+:data:`GAUSSIAN_PORTFOLIO`, :func:`companion_runs`); each is measured with ``loss`` and
+the lowest measured loss wins (see :func:`select`).
 
 Every plan's ``objective`` is the additive damage of its runs, read from the table's
 normalised scores (None where the table does not hold all its runs, or for run scores given
@@ -50,6 +51,7 @@ import numpy as np
 from miprun._native import core
 from miprun.selection.kbest import kbest_column, kbest_fbs, kbest_single
 from miprun.selection.plan import Plan, runs_of
+from miprun.selection.refine import refine
 from miprun.selection.sleb import Loss, sleb
 from miprun.scoring.table import DISTANCE_ESTIMATORS, MI_ESTIMATORS, ScoreTable
 
@@ -61,6 +63,10 @@ PORTFOLIO = ("fast_block_select", "optimal", "greedy")
 #: companion table of its own distance (selector -> estimator), scored in the same pass
 #: (see :func:`companion_runs`); skipped, with the reason, when the table carries none.
 BASELINE_PORTFOLIO = {"shortgpt": "cosine", "gromov": "angular"}
+#: MI selectors ``verify`` also runs on the companion pooled Gaussian MI table
+#: (``portfolio=True``): on Gemma-3 the Gaussian scores rank single blocks best, and their
+#: plans are candidates no hist-table selector proposes (benchmarks/RESULTS.md).
+GAUSSIAN_PORTFOLIO = ("fast_block_select", "optimal")
 SCALES = ("raw", "normalised")
 
 RunScore = Callable[[int, int], float]
@@ -81,6 +87,7 @@ def select(
     loss: Loss | None = None,
     verify: int = 0,
     portfolio: bool = True,
+    refine: int = 0,
 ) -> Plan:
     """Choose ``num_remove`` blocks to remove.
 
@@ -134,9 +141,10 @@ def select(
         single scores; ``gromov``: the K best single runs; ``fast_block_select``: the K
         best one-run-per-group choices among the runs its final pass scored, by their
         summed actual scores, its own plan first), plus with ``portfolio`` the plans of
-        :data:`PORTFOLIO` on the same table and of :data:`BASELINE_PORTFOLIO`
+        :data:`PORTFOLIO` on the same table, of :data:`BASELINE_PORTFOLIO`
         (``shortgpt``, ``gromov``) on the table's companion ``cosine`` / ``angular``
-        tables, where it carries them (scored in the same pass, see
+        tables and of :data:`GAUSSIAN_PORTFOLIO` on its companion ``gaussian`` table
+        (source ``name@gaussian``), where it carries them (scored in the same pass, see
         :func:`companion_runs`); measure each distinct plan once with ``loss`` and keep
         the lowest (ties: the earlier candidate, the selector's own plan first). Needs a
         ScoreTable. Every candidate (``source``: the selector that proposed it; ``sources``:
@@ -145,6 +153,11 @@ def select(
     portfolio : bool
         With ``verify``: add the other cheap selectors' plans and the baselines' plans
         from the companion tables (default True).
+    refine : int
+        With ``verify``: after the best candidate is chosen, up to ``refine`` rounds of
+        measured one-block swaps along its runs (:func:`miprun.selection.refine.refine`);
+        the refined plan joins the candidates (source ``refine``) when it measures better,
+        and the trace entry's ``refine`` records every swap measured. 0: off (default).
 
     Returns
     -------
@@ -185,6 +198,10 @@ def select(
         raise ValueError(f"verify must be an int >= 0 (0: off), got {verify!r}")
     if not isinstance(portfolio, bool):
         raise ValueError(f"portfolio must be True or False, got {portfolio!r}")
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"refine must be an int >= 0 (0: off), got {refine!r}")
+    if refine and not verify:
+        raise ValueError(f"refine={refine} improves the plan verify chose by measured swaps: it needs verify >= 1")
     if (selector == "sleb" or verify) and not callable(loss):
         what = "selector 'sleb'" if selector == "sleb" else f"verify={verify}"
         raise ValueError(f"{what} measures plans by their calibration loss: pass loss=callable(removed) -> float "
@@ -212,7 +229,7 @@ def select(
     settings = {"scale": scale, "log_base": log_base, "allow_touching": allow_touching,
                 "max_iterations": max_iterations, "max_subsets": max_subsets}
     if verify:
-        return _verify(table, num_remove, selector, settings, loss, verify, portfolio)
+        return _verify(table, num_remove, selector, settings, loss, verify, portfolio, refine)
 
     if table is None:
         return _select_callable(scores, num_remove, total, selector, log_base, allow_touching,
@@ -223,12 +240,13 @@ def select(
 def companion_runs(num_remove: int) -> dict[str, int]:
     """The companion tables :data:`BASELINE_PORTFOLIO` reads to remove ``num_remove`` blocks.
 
-    ``{"cosine": 1, "angular": num_remove}``: ShortGPT ranks single blocks by ``1 - cos``,
-    Gromov reads runs of ``num_remove`` blocks by angular distance. Pass it as
-    ``companions=`` to :func:`miprun.scoring.score.score_blocks` (or ``score_tokens``) so
-    that ``select(..., verify=K)`` measures those plans too.
+    ``{"cosine": 1, "angular": num_remove, "gaussian": num_remove}``: ShortGPT ranks single
+    blocks by ``1 - cos``, Gromov reads runs of ``num_remove`` blocks by angular distance,
+    and :data:`GAUSSIAN_PORTFOLIO` reads pooled Gaussian MI of runs up to ``num_remove``.
+    Pass it as ``companions=`` to :func:`miprun.scoring.score.score_blocks` (or
+    ``score_tokens``) so that ``select(..., verify=K)`` measures those plans too.
     """
-    return {"cosine": 1, "angular": int(num_remove)}
+    return {"cosine": 1, "angular": int(num_remove), "gaussian": int(num_remove)}
 
 
 def _select_table(table: ScoreTable, num_remove: int, selector: str, *, scale: str, log_base: float,
@@ -432,7 +450,7 @@ def _own_kbest(plan: Plan, table: ScoreTable, num_remove: int, k: int, allow_tou
 
 
 def _verify(table: ScoreTable, num_remove: int, selector: str, settings: dict, loss: Loss, k: int,
-            portfolio: bool) -> Plan:
+            portfolio: bool, rounds: int = 0) -> Plan:
     """Measure the candidate plans (see :func:`select`, ``verify``) and keep the one of least loss."""
     t = time.perf_counter()
     own = _select_table(table, num_remove, selector, **settings)
@@ -450,14 +468,21 @@ def _verify(table: ScoreTable, num_remove: int, selector: str, settings: dict, l
         else:
             skipped.append({"source": name, "reason": f"the score table carries no {estimator!r} companion table "
                                                       f"(score with companions=companion_runs(num_remove))"})
-    for name in members:
-        source = table.companions[BASELINE_PORTFOLIO[name]] if name in BASELINE_PORTFOLIO else table
+    runs = [(name, table.companions[BASELINE_PORTFOLIO[name]] if name in BASELINE_PORTFOLIO else table, name)
+            for name in members]
+    if portfolio and "gaussian" in table.companions:
+        runs += [(name, table.companions["gaussian"], f"{name}@gaussian") for name in GAUSSIAN_PORTFOLIO]
+    elif portfolio:
+        skipped += [{"source": f"{name}@gaussian", "reason": "the score table carries no 'gaussian' companion table "
+                                                             "(score with companions=companion_runs(num_remove))"}
+                    for name in GAUSSIAN_PORTFOLIO]
+    for name, source, label in runs:
         try:
             other = _select_table(source, num_remove, name, **settings)
         except ValueError as exc:  # e.g. the table does not hold the runs this selector needs
-            skipped.append({"source": name, "reason": str(exc)})
+            skipped.append({"source": label, "reason": str(exc)})
             continue
-        candidates.append({"source": name, "rank": 0, "removed": list(other.removed),
+        candidates.append({"source": label, "rank": 0, "removed": list(other.removed),
                            "selector_objective": other.objective})
     distinct: dict[tuple[int, ...], dict] = {}
     for c in candidates:
@@ -471,11 +496,24 @@ def _verify(table: ScoreTable, num_remove: int, selector: str, settings: dict, l
         distinct[key] = c
     measured = list(distinct.values())
     best = min(range(len(measured)), key=lambda i: (math.isnan(measured[i]["loss"]), measured[i]["loss"], i))
+    passes = len(measured)
+    refined = None
+    if rounds:
+        removed, refined = refine(measured[best]["removed"], loss, table.num_blocks, rounds,
+                                  known={tuple(c["removed"]): c["loss"] for c in measured})
+        passes += refined["forward_passes"]
+        if tuple(removed) not in distinct:  # a swap measured better than every candidate
+            measured.append({"source": "refine", "rank": 0, "removed": removed, "selector_objective": None,
+                             "sources": ["refine#0"], "damage": damage(removed, normalised),
+                             "loss": refined["loss"]})
+            best = len(measured) - 1
     chosen = measured[best]
-    entry = {"kind": "verify", "k": k, "portfolio": members, "skipped": skipped, "candidates": measured,
-             "chosen": best, "chosen_sources": chosen["sources"], "selector_plan": list(own.removed),
-             "selector_plan_loss": measured[0]["loss"], "loss": chosen["loss"],
-             "forward_passes": len(measured), "seconds": time.perf_counter() - t}
+    entry = {"kind": "verify", "k": k, "portfolio": [label for _, _, label in runs], "skipped": skipped,
+             "candidates": measured, "chosen": best, "chosen_sources": chosen["sources"],
+             "selector_plan": list(own.removed), "selector_plan_loss": measured[0]["loss"], "loss": chosen["loss"],
+             "forward_passes": passes, "seconds": time.perf_counter() - t}
+    if refined is not None:
+        entry["refine"] = refined
     return Plan(removed=chosen["removed"], num_blocks=table.num_blocks, selector=selector,
                 evaluations=own.evaluations, objective=damage(chosen["removed"], normalised),
                 trace=list(own.trace) + [entry], estimator=table.estimator)
