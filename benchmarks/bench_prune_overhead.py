@@ -96,7 +96,7 @@ def bench(name: str, model, tokenizer, args) -> dict:
         t = time.perf_counter()
         result = prune(fresh, ids, num_remove=num_remove, selector=args.selector, estimator=args.estimator,
                        out_dir=work / "out", overwrite=True, tokenizer=tokenizer, batch_size=args.batch_size,
-                       progress=False, heal=args.heal)
+                       progress=False, heal=args.heal, refine=args.refine)
         return time.perf_counter() - t, result.timings
 
     for _ in range(args.warmup):
@@ -119,6 +119,8 @@ def main() -> None:
     ap.add_argument("--estimator", default="hist")
     ap.add_argument("--selector", default="fast_block_select")
     ap.add_argument("--heal", default="none", choices=("none", "scale", "linear"))
+    ap.add_argument("--refine", default="auto", type=lambda t: t if t == "auto" else int(t),
+                    help="rounds of swap refinement after verify (default auto)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -134,7 +136,7 @@ def main() -> None:
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, transformers "
           f"{transformers.__version__}, miprun {miprun.__version__}, native core {native_available()}")
     print(f"calibration: {args.n_samples} x {args.seq_len} tokens, batch {args.batch_size}; estimator "
-          f"{args.estimator}, selector {args.selector}, heal {args.heal}; median of {args.repeats} after "
+          f"{args.estimator}, selector {args.selector}, refine {args.refine}, heal {args.heal}; median of {args.repeats} after "
           f"{args.warmup} warm-up")
     rows = []
     for name in args.models.split(","):

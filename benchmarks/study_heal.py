@@ -9,8 +9,8 @@ window, calibration included) of the pruned model unhealed and healed with each 
 dense model; ``linear-refitK`` also refits the next K kept blocks after each cut; optionally
 other ridges), and optionally zero-shot accuracy (``--tasks``),
 each next to the dense model. Calibration: 32 x 512 tokens of WikiText-2 valid (seed 0),
-as ``miprun prune`` draws them; the heal fits on the first 28 windows and reports its
-residual on the last 4 (``heal_held_out`` 0.125).
+as ``miprun prune`` draws them (``--n-samples`` other counts); the heal fits on the first 7/8
+of the windows and reports its residual on the last 1/8 (``heal_held_out`` 0.125).
 
 Plans: the ones ``benchmarks/study_head_to_head.py`` chose (``--plans-from`` its JSON), or
 ``--plan NAME=b,b,b`` (repeatable).
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--variants", default="none,scale,linear,linear-dense")
     ap.add_argument("--ridges", default="", help="extra linear ridges to try, e.g. 1e-2,1e-1")
     ap.add_argument("--objective", default="mse", help="objective of the --ridges variants")
+    ap.add_argument("--n-samples", type=int, default=32, help="calibration windows of 512 tokens (heal fits 7/8)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--wiki-windows", type=int, default=16)
     ap.add_argument("--c4-windows", type=int, default=8)
@@ -85,9 +86,9 @@ def main() -> None:
     model = load_model(gguf, dtype=torch.float32).eval()
     tok = load_tokenizer(gguf)
     bos = tok.bos_token_id if needs_bos else None
-    calib = calibration_ids(WIKI_VALID, tok, n_samples=32, seq_len=512, seed=0)
+    calib = calibration_ids(WIKI_VALID, tok, n_samples=args.n_samples, seq_len=512, seed=0)
     calib = prefix_bos(calib, bos)  # as in the head-to-head study
-    fit_ids, held_ids = calib[:28], calib[28:]
+    fit_ids, held_ids = HealOptions(heal="linear").split(calib)  # the last 1/8 held out, as prune does
     texts = {"wikitext2": windows(tokenize_text(read_text(WIKI_TEST), tok), args.wiki_windows, 512, bos),
              "c4": windows(token_stream(C4, tok), args.c4_windows, 512, bos)}
     tasks = [t for t in args.tasks.split(",") if t]

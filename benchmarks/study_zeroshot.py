@@ -37,6 +37,9 @@ def main() -> None:
     ap.add_argument("--tasks", default=TASKS)
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--counts", default=None, help="block counts to evaluate, e.g. 6,9 (default: every one)")
+    ap.add_argument("--no-dense", action="store_true",
+                    help="skip the dense model (measured by another run over the same items)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,10 +63,14 @@ def main() -> None:
             cache[key] = {name.removeprefix("miprun_"): r.metrics.get("acc") for name, r in res.items()}
         return cache[key]
 
-    out["acc"]["dense"] = measure(())
-    print(f"[{time.perf_counter() - t0:7.1f} s] dense {out['acc']['dense']}", flush=True)
+    if not args.no_dense:
+        out["acc"]["dense"] = measure(())
+        print(f"[{time.perf_counter() - t0:7.1f} s] dense {out['acc']['dense']}", flush=True)
+    counts = args.counts.split(",") if args.counts else None
     for sel in selectors:
         for n, entry in plans[sel].items():
+            if counts is not None and n not in counts:
+                continue
             out["plans"][f"{sel}@{n}"] = entry["removed"]
             out["acc"][f"{sel}@{n}"] = measure(entry["removed"])
             print(f"[{time.perf_counter() - t0:7.1f} s] {sel}@{n} {out['acc'][f'{sel}@{n}']}", flush=True)

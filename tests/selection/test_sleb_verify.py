@@ -15,6 +15,7 @@ from miprun.evaluate.calibration_loss import CalibrationLoss
 from miprun.pipeline.options import PruneOptions
 from miprun.pipeline.prune import prune
 from miprun.scoring.score import score_blocks
+from miprun.selection.options import AUTO_REFINE
 from miprun.selection.select import select
 
 pytestmark = [requires_stories, requires_native]
@@ -112,8 +113,9 @@ def test_prune_sleb_and_verify_report(calib, tmp_path):
     assert r.table.settings["tokens"] == 3 * SEQ_LEN  # scored on the other 3 windows
     assert report["pruned_blocks"] == v["candidates"][v["chosen"]]["removed"]
     assert v["loss"] == min(c["loss"] for c in v["candidates"])
-    # each candidate measured once, then the refinement's own passes (refine="auto": one round)
-    assert report["settings"]["options"]["selection"]["refine"] == 1 and v["refine"]["kind"] == "refine"
+    # each candidate measured once, then the refinement's own passes (refine="auto": AUTO_REFINE rounds at most)
+    assert report["settings"]["options"]["selection"]["refine"] == AUTO_REFINE and v["refine"]["kind"] == "refine"
+    assert 1 <= len(v["refine"]["rounds"]) <= AUTO_REFINE
     refined = any(c["sources"] == ["refine#0"] for c in v["candidates"])
     assert v["forward_passes"] == len(v["candidates"]) - refined + v["refine"]["forward_passes"]
     assert v["oracle"]["forward_passes"] == v["forward_passes"]

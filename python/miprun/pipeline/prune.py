@@ -109,8 +109,8 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
         ``ratio`` (required), ``selector``, ``estimator``, ``reduction``, ``max_run``,
         ``bins``, ``k``, ``seed``, ``n_samples``, ``seq_len``, ``batch_size``, ``device``,
         ``dtype``, ``offload``, ``device_map``, ``max_memory``, ``trust_remote_code``,
-        ``verify``, ``portfolio``, ``heal``, ``heal_fit``, ``heal_ridge``, ``heal_objective``,
-        ``out_dir``, ``overwrite``, ``plots``, ``format``, ``max_ppl_ratio``, ...
+        ``verify``, ``portfolio``, ``refine``, ``heal``, ``heal_fit``, ``heal_ridge``,
+        ``heal_objective``, ``heal_refit``, ``out_dir``, ``overwrite``, ``plots``, ``format``, ``max_ppl_ratio``, ...
     tokenizer : transformers tokenizer, optional
         For a calibration text source and for saving; default the model's own.
     data_parallel : DataParallel, optional
