@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--counts", default=None, help="block counts to evaluate, e.g. 6,9 (default: every one)")
     ap.add_argument("--no-dense", action="store_true",
                     help="skip the dense model (measured by another run over the same items)")
+    ap.add_argument("--batch-size", type=int, default=16,
+                    help="lm-eval batch; lower it for large vocabularies (Gemma-3's 262k-word logits: 4)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -59,7 +61,7 @@ def main() -> None:
         key = tuple(sorted(removed))
         if key not in cache:
             with bypassed(model, key):
-                res = evaluate_tasks(model, tok, tasks, limit=args.limit, batch_size=16)
+                res = evaluate_tasks(model, tok, tasks, limit=args.limit, batch_size=args.batch_size)
             cache[key] = {name.removeprefix("miprun_"): r.metrics.get("acc") for name, r in res.items()}
         return cache[key]
 
