@@ -15,6 +15,16 @@ def print_single_block(table) -> None:
     print("  " + "  ".join(f"{i}:{v:.4f}" for i, v in enumerate(single)))
 
 
+def _residuals(entry: dict, without: str) -> str:
+    """A heal map's relative residual on the fitted (and held-out) tokens, next to the one without the map."""
+    fit, held = entry["fit"], entry["held_out"]
+    text = f"relative residual {_num(fit['relative_residual'])} ({without} {_num(fit['unhealed_relative_residual'])})"
+    if held.get("tokens"):
+        text += (f", held out {_num(held['relative_residual'])} "
+                 f"({without} {_num(held['unhealed_relative_residual'])})")
+    return text
+
+
 def print_plan(result) -> None:
     plan = result.plan
     print(f"removed blocks {plan.removed} of {plan.num_blocks} (selector {plan.selector}, estimator "
@@ -36,12 +46,7 @@ def print_plan(result) -> None:
             if cut["method"] is None:
                 print(f"heal: {run} left unhealed: {cut['reason']}")
                 continue
-            fit, held = cut["fit"], cut["held_out"]
-            line = (f"heal: {run} {cut['method']} map after block {cut['after_block']}: relative residual "
-                    f"{_num(fit['relative_residual'])} (unhealed {_num(fit['unhealed_relative_residual'])})")
-            if held.get("tokens"):
-                line += (f", held out {_num(held['relative_residual'])} "
-                         f"(unhealed {_num(held['unhealed_relative_residual'])})")
+            line = f"heal: {run} {cut['method']} map after block {cut['after_block']}: {_residuals(cut, 'unhealed')}"
             if cut["reason"]:
                 line += f"; {cut['reason']}"
             print(line)
@@ -49,13 +54,7 @@ def print_plan(result) -> None:
             if refit["method"] is None:
                 print(f"heal: block {refit['block']} not refitted: {refit['reason']}")
                 continue
-            fit, held = refit["fit"], refit["held_out"]
-            line = (f"heal: block {refit['block']} refitted ({refit['method']}): relative residual "
-                    f"{_num(fit['relative_residual'])} (before {_num(fit['unhealed_relative_residual'])})")
-            if held.get("tokens"):
-                line += (f", held out {_num(held['relative_residual'])} "
-                         f"(before {_num(held['unhealed_relative_residual'])})")
-            print(line)
+            print(f"heal: block {refit['block']} refitted ({refit['method']}): {_residuals(refit, 'before')}")
     check = result.report.get("plan_check")
     if check:
         print(f"plan check: perplexity {check['pruned_perplexity']:.4g} pruned vs {check['dense_perplexity']:.4g} "

@@ -15,6 +15,7 @@ from miprun.heal.options import FITS, METHODS, OBJECTIVES
 from miprun.output.options import FORMATS
 from miprun.pipeline.options import PruneOptions, ReportedRun
 from miprun.pipeline.prune import prune
+from miprun.selection.options import AUTO_REFINE
 from miprun.selection.select import SELECTORS
 
 __all__ = ["register", "run"]
@@ -45,7 +46,7 @@ def register(sub) -> None:
     p.add_argument("--refine", type=verify_count, default="auto", metavar="R",
                    help="with --verify: up to R rounds of measured one-block swaps along the chosen plan's runs "
                         "(each round: one loss pass per block next to a run, per removed block, and 2 swaps); 0: off. "
-                        "Default auto: 1 where --verify runs")
+                        f"Default auto: {AUTO_REFINE} where --verify runs")
     p.add_argument("--no-portfolio", action="store_true",
                    help="with --verify: measure only the selector's own K best plans")
     p.add_argument("--heal", choices=METHODS, default="none",

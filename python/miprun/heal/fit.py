@@ -5,8 +5,9 @@ each cut's target ``h_{s+L}``; with ``fit="sequential"`` a second stream ``g`` r
 pruned model as it is being healed (removed blocks skipped, each map folded as soon as it
 is solved), so a cut's map also absorbs what the cuts before it left; with ``refit=K`` the
 next ``K`` kept blocks after each cut get maps of their own the same way (refits, see
-:mod:`miprun.heal.cuts`). Until the first removed block the two streams are one. The pass stops at the last cut's target block, and
-holds at most one cut's MLP output at a time (cuts do not overlap). Hidden states never
+:mod:`miprun.heal.cuts`). Until the first removed block the two streams are one. The pass
+stops at the last cut's target block, and holds at most one cut's MLP output at a time
+(cuts do not overlap). Hidden states never
 leave the device; only the float64 sums of :class:`~miprun.heal.stats.CutStats` are kept
 (and all-reduced across data-parallel processes).
 

@@ -53,8 +53,8 @@ class PruneOptions:
             raise ValueError("offload=True writes the pruned checkpoint shard by shard: give out_dir (--out)")
         placed = self.execution.offload is not False or self.execution.device_map is not None
         verify = self.selection.verify
-        measures_loss = self.selection.selector == "sleb" or (verify != "auto" and verify > 0)
-        measures_loss = measures_loss or self.selection.refine not in ("auto", 0)
+        measures_loss = (self.selection.selector == "sleb" or verify not in ("auto", 0)
+                         or self.selection.refine not in ("auto", 0))
         if measures_loss and placed:
             what = "selector 'sleb'" if self.selection.selector == "sleb" else \
                 "verify" if verify not in ("auto", 0) else "refine"

@@ -102,10 +102,8 @@ class SelectionOptions(Options):
         if verify == "auto":
             can = in_memory and n_windows >= 2 and self.selector != "sleb"
             verify = AUTO_VERIFY if can else 0
-        refine = self.refine
-        if refine == "auto":
-            refine = AUTO_REFINE if verify else 0
-        elif refine and not verify:
+        refine = self._refine_for(verify)
+        if refine and not verify:
             raise ValueError(f"refine={refine} needs verify, which is off here (verify='auto' turns it off with the "
                              f"model offloaded or mapped, or with fewer than 2 calibration windows): drop --refine")
         if verify == self.verify and refine == self.refine:
@@ -165,4 +163,10 @@ class SelectionOptions(Options):
         return {"selector": self.selector, "scale": self.scale, "log_base": self.log_base,
                 "allow_touching": self.allow_touching, "max_iterations": self.max_iterations,
                 "max_subsets": self.max_subsets, "verify": self.verify, "portfolio": self.portfolio,
-                "refine": (AUTO_REFINE if self.verify else 0) if self.refine == "auto" else self.refine}
+                "refine": self._refine_for(self.verify)}
+
+    def _refine_for(self, verify: int) -> int:
+        """``refine`` with ``"auto"`` decided for a resolved ``verify``: :data:`AUTO_REFINE` where verify runs."""
+        if self.refine == "auto":
+            return AUTO_REFINE if verify else 0
+        return self.refine

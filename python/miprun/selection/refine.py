@@ -75,8 +75,8 @@ def refine(removed, loss: Callable[[tuple[int, ...]], float], num_blocks: int, r
     trace = {"kind": "refine", "start": list(plan), "start_loss": current, "rounds": []}
     for _ in range(rounds):
         gone = set(plan)
-        adjacent = sorted({s - 1 for s, _ in runs_of(plan) if s - 1 >= 0 and s - 1 not in gone}
-                          | {s + n for s, n in runs_of(plan) if s + n < num_blocks and s + n not in gone})
+        ends = [e for s, n in runs_of(plan) for e in (s - 1, s + n)]  # the kept blocks on either side of each run
+        adjacent = sorted({e for e in ends if 0 <= e < num_blocks and e not in gone})
         if not adjacent:
             break
         add = {c: measure(plan + [c]) for c in adjacent}
