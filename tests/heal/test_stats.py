@@ -92,7 +92,7 @@ def test_reduced_halves_give_the_whole():
 
 
 @pytest.mark.parametrize("bad", [dict(heal="full"), dict(heal_fit="later"), dict(heal_ridge=-1.0), dict(heal_objective="l1"),
-                                 dict(heal_ridge=float("nan")), dict(heal_held_out=0.9), dict(heal_ridge=True)])
+                                 dict(heal_ridge=float("nan")), dict(heal_ridge=True)])
 def test_bad_heal_options_are_refused(bad):
     with pytest.raises(ValueError):
         HealOptions(**bad)

@@ -21,17 +21,18 @@ def _perplexity(model, ids, removed=()):
         return math.exp(mean_next_token_loss(model, ids)[0])
 
 
-def test_the_check_measures_the_plan_on_the_last_eighth_of_the_windows(tmp_path):
+def test_the_check_measures_the_plan_on_the_held_back_windows(tmp_path):
     model = tiny_model("llama", num_blocks=6, seed=1)
     ids = calibration_ids(16, 12, seed=2)
     reference = tiny_model("llama", num_blocks=6, seed=1)
     result = prune(model, ids, num_remove=2, selector="optimal", out_dir=tmp_path / "o", plots=False,
                    progress=False, max_ppl_ratio=1e6)
     check = json.loads((tmp_path / "o" / "report.json").read_text())["plan_check"]
-    assert check["windows"] == 2
-    assert check["dense_perplexity"] == pytest.approx(_perplexity(reference, ids[14:]), rel=1e-9)
-    assert check["pruned_perplexity"] == pytest.approx(_perplexity(reference, ids[14:], result.plan.removed),
-                                                       rel=1e-9)
+    assert check["windows"] == 4  # the last quarter, held back
+    # float32 sums in another order than one full forward pass: equal to float32 rounding
+    assert check["dense_perplexity"] == pytest.approx(_perplexity(reference, ids[12:]), rel=1e-6)
+    assert check["pruned_perplexity"] == pytest.approx(_perplexity(reference, ids[12:], result.plan.removed),
+                                                       rel=1e-6)
     assert check["ratio"] == pytest.approx(check["pruned_perplexity"] / check["dense_perplexity"], rel=1e-9)
 
 
@@ -74,7 +75,7 @@ def test_a_refused_healed_plan_gives_the_callers_model_its_weights_back():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     calib = data_file("text/tinystories/TinyStories-valid.head45.txt")
     with pytest.raises(BrokenPlanError):
-        prune(model, calib, tokenizer=tokenizer, num_remove=2, selector="optimal", heal="linear", heal_held_out=0.0,
+        prune(model, calib, tokenizer=tokenizer, num_remove=2, selector="optimal", heal="linear",
               max_ppl_ratio=1.0001, n_samples=16, seq_len=64, plots=False, progress=False)
     after = model.state_dict()
     assert set(after) == set(before)

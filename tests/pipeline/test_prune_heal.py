@@ -27,9 +27,9 @@ def test_a_healed_prune_saves_what_it_measured_and_reloads(tmp_path):
     ids = calibration_ids(16, 12, seed=3)
     # verify off: optimal's own plan, which leaves a cut this seed's heal improves
     plain = prune(tiny_model("llama", num_blocks=6, seed=2), ids, num_remove=2, selector="optimal", plots=False,
-                  progress=False, verify=0)
+                  progress=False, verify=0, held_back=0.125)
     result = prune(model, ids, num_remove=2, selector="optimal", heal="linear", out_dir=tmp_path / "out",
-                   plots=False, progress=False, verify=0)
+                   plots=False, progress=False, verify=0, held_back=0.125)
     assert result.plan.removed == plain.plan.removed
     heal = json.loads((tmp_path / "out" / "report.json").read_text())["heal"]
     assert heal == json.loads(json.dumps(result.report["heal"]))
@@ -45,8 +45,10 @@ def test_a_healed_prune_saves_what_it_measured_and_reloads(tmp_path):
 
 
 @pytest.mark.parametrize("family, refit", [("llama", 0), ("gpt2", 0), ("gemma3_text", 0), ("llama", 2)])
-def test_a_streamed_heal_writes_the_in_memory_heal(family, refit, tmp_path, monkeypatch):
-    """Weights read from the shards one block at a time: the folded tensors replace the originals on writing."""
+@pytest.mark.parametrize("placement", [dict(offload=True), dict(device_map="auto")])
+def test_a_streamed_or_mapped_heal_writes_the_in_memory_heal(family, refit, placement, tmp_path, monkeypatch):
+    """Weights read from the shards one block at a time, or placed by a device map: the maps are folded into the
+    tensors as the checkpoint is rewritten, the same tensors as the heal of the model in memory."""
     from safetensors.torch import load_file
     from tiny_models import save_sharded
 
@@ -58,10 +60,11 @@ def test_a_streamed_heal_writes_the_in_memory_heal(family, refit, tmp_path, monk
 
     folder = save_sharded(tiny_model(family, preset="stream", num_blocks=5, seed=6), tmp_path / "m")
     ids = calibration_ids(10, 64, seed=7)
-    settings = dict(num_remove=2, selector="optimal", heal="linear", plots=False, progress=False, device="cpu",
-                    verify=0, heal_refit=refit)  # the streamed path cannot verify: both paths see the same plan
-    streamed = prune(str(folder), ids, offload=True, out_dir=tmp_path / "s", **settings)
-    in_memory = prune(str(folder), ids, out_dir=tmp_path / "i", **settings)
+    settings = dict(num_remove=2, selector="optimal", heal="linear", plots=False, progress=False, verify=0,
+                    heal_refit=refit, held_back=0.125)  # the plan from the scores: one the heal improves
+    device = {} if "device_map" in placement else dict(device="cpu")
+    streamed = prune(str(folder), ids, out_dir=tmp_path / "s", **placement, **device, **settings)
+    in_memory = prune(str(folder), ids, out_dir=tmp_path / "i", device="cpu", **settings)
     assert streamed.plan.removed == in_memory.plan.removed
     assert [c["fit"] for c in streamed.report["heal"]["cuts"]] == [c["fit"] for c in in_memory.report["heal"]["cuts"]]
     healed = [c for c in in_memory.report["heal"]["cuts"] if c["method"]]
@@ -93,13 +96,9 @@ def test_a_streamed_heal_writes_the_in_memory_heal(family, refit, tmp_path, monk
                                                               tensors(folder)[path.format(r["block"])])
 
 
-@pytest.mark.parametrize("settings, phrase", [
-    (dict(heal="linear", device_map="auto"), "device map"),
-    (dict(heal="linear", format="gguf"), "format='hf'"),
-])
-def test_heal_with_a_placement_it_cannot_fold_into_is_refused(settings, phrase):
-    with pytest.raises(ValueError, match=phrase):
-        PruneOptions.from_flat(num_remove=2, **settings)
+def test_heal_with_a_format_it_cannot_fold_into_is_refused():
+    with pytest.raises(ValueError, match="format='hf'"):
+        PruneOptions.from_flat(num_remove=2, heal="linear", format="gguf")
 
 
 def test_heal_options_round_trip_through_the_report():

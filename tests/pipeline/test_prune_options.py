@@ -148,12 +148,15 @@ def test_max_run(selector):
     assert options.max_run(12, 8) == (1 if single else 8)  # never longer than the model
     explicit = PruneOptions.from_flat(num_remove=3, selector=selector, max_run=2, verify=0)
     assert explicit.max_run(3, 8) == 2  # an explicit max_run wins, single-block selector or not
-    # the default verify="auto" verifies a model in memory: its portfolio reads runs
+    # the default verify="auto" verifies wherever the model is (its portfolio reads runs), with 2+ windows
     auto = PruneOptions.from_flat(num_remove=3, selector=selector)
     assert auto.max_run(3, 8) == auto.resolved(8).max_run(3, 8) == 3
-    if selector != "sleb":  # (sleb needs the model in memory)
-        streamed = PruneOptions.from_flat(num_remove=3, selector=selector, offload=True, out_dir="x").resolved(8)
-        assert streamed.selection.verify == 0 and streamed.max_run(3, 8) == (1 if single else 3)
+    if selector != "sleb":
+        for placement in (dict(offload=True, out_dir="x"), dict(device_map="auto")):
+            placed = PruneOptions.from_flat(num_remove=3, selector=selector, **placement).resolved(8)
+            assert placed.selection.verify == 2 and placed.max_run(3, 8) == 3
+        one = PruneOptions.from_flat(num_remove=3, selector=selector).resolved(1)
+        assert one.selection.verify == 0 and one.max_run(3, 8) == (1 if single else 3)
     with pytest.raises(ValueError, match=r"max_run=9 but the model has 8 blocks"):
         PruneOptions.from_flat(num_remove=3, selector=selector, max_run=9).max_run(3, 8)
 

@@ -15,6 +15,7 @@ from miprun._native import core
 from miprun.selection.kbest import kbest_column, kbest_fbs, kbest_single
 from miprun.selection.plan import runs_of
 from miprun.selection.select import select
+from miprun.selection.verify import verify
 from miprun.scoring.table import ScoreTable
 
 pytestmark = requires_native
@@ -133,12 +134,12 @@ def test_verify_keeps_the_least_loss_with_a_fake_loss(selector, portfolio):
         calls.append(removed)
         return float(sum((b * 7919) % 13 for b in removed))
 
-    plan = select(table, 3, selector=selector, verify=4, portfolio=portfolio, loss=loss)
+    plan = verify(table, 3, loss, selector=selector, k=4, portfolio=portfolio)
     entry = plan.trace[-1]
-    assert entry["kind"] == "verify" and entry["forward_passes"] == len(calls) == len(set(calls))
-    losses = [c["loss"] for c in entry["candidates"]]
+    assert entry["kind"] == "verify" and entry["measured"]["plans_measured"] == len(calls) == len(set(calls))
+    losses = [c["value"] for c in entry["candidates"]]
     assert plan.removed == entry["candidates"][entry["chosen"]]["removed"]
-    assert entry["loss"] == min(losses) == loss(tuple(plan.removed))
+    assert entry["value"] == min(losses) == loss(tuple(plan.removed))
     own = [c for c in entry["candidates"] if any(s.startswith(selector + "#") for s in c["sources"])]
     if selector == "fast_block_select":  # only the plans its final pass compared: maybe fewer
         assert 1 <= len(own) <= 4
@@ -149,13 +150,18 @@ def test_verify_keeps_the_least_loss_with_a_fake_loss(selector, portfolio):
                                   if portfolio else [])
 
 
-def test_verify_and_sleb_need_a_loss():
+def test_select_refuses_the_measured_arguments_and_says_where_they_went():
     table = _random_table(np.random.default_rng(0), 5, 2)
-    with pytest.raises(ValueError, match="loss=callable"):
-        select(table, 2, verify=2)
-    with pytest.raises(ValueError, match="loss=callable"):
+    for moved in (dict(verify=2), dict(loss=lambda r: 0.0), dict(refine=1), dict(portfolio=False)):
+        with pytest.raises(TypeError, match="miprun.verify"):
+            select(table, 2, **moved)
+    with pytest.raises(ValueError, match="miprun.sleb"):
         select(table, 2, selector="sleb")
-    with pytest.raises(ValueError, match="verify does not apply"):
-        select(table, 2, selector="sleb", verify=2, loss=lambda r: 0.0)
-    with pytest.raises(ValueError, match="verify must be an int"):
-        select(table, 2, verify=-1, loss=lambda r: 0.0)
+    for bad in (dict(k=0), dict(k=-1), dict(refine_rounds=-1), dict(confirm=0), dict(portfolio=1),
+                dict(selector="sleb"), dict(criterion="ppl")):
+        with pytest.raises(ValueError):
+            verify(table, 2, lambda r: 0.0, **bad)
+    with pytest.raises(ValueError, match="ScoreTable"):
+        verify(None, 2, lambda r: 0.0)
+    with pytest.raises(ValueError, match="Measurer or a callable"):
+        verify(table, 2, 3.0)

@@ -13,9 +13,10 @@ from tiny_models import tiny_model
 
 from miprun.evaluate.calibration_loss import CalibrationLoss
 from miprun.scoring.score import score_blocks
+from miprun.selection.measured import Measured
 from miprun.selection.plan import runs_of
 from miprun.selection.refine import refine
-from miprun.selection.select import companion_runs, select
+from miprun.selection.verify import companion_runs, verify
 
 
 class _Additive:
@@ -42,7 +43,7 @@ def test_one_round_takes_the_best_swap_along_the_runs_when_the_loss_is_additive(
     w = rng.random(T)
     start = sorted(rng.choice(T, N, replace=False).tolist())
     loss = _Additive(w)
-    plan, trace = refine(start, loss, T, 1)
+    plan, trace = refine(start, Measured(loss), T, 1)
     swaps = [sorted([x for x in start if x != b] + [c]) for b in start for c in _adjacent(start, T)]
     best = min(swaps, key=lambda p: sum(w[b] for b in p))
     expected = best if sum(w[b] for b in best) < sum(w[b] for b in start) else start
@@ -50,8 +51,8 @@ def test_one_round_takes_the_best_swap_along_the_runs_when_the_loss_is_additive(
     (first,) = trace["rounds"]
     assert sorted(int(c) for c in first["add"]) == _adjacent(start, T) and sorted(int(b) for b in first["drop"]) == start
     # every loss call is a distinct plan, and the trace counts them
-    assert len(loss.calls) == len(set(loss.calls)) == trace["forward_passes"]
-    assert trace["forward_passes"] <= 1 + len(_adjacent(start, T)) + N + 2
+    assert len(loss.calls) == len(set(loss.calls)) == trace["plans_measured"]
+    assert trace["plans_measured"] <= 1 + len(_adjacent(start, T)) + N + 2
 
 
 def test_rounds_never_raise_the_loss_and_stop_at_a_local_optimum():
@@ -64,15 +65,15 @@ def test_rounds_never_raise_the_loss_and_stop_at_a_local_optimum():
         return float(sum(pair[a, b] for a, b in itertools.combinations(removed, 2)) + sum(pair[b, b] for b in removed))
 
     start = sorted(rng.choice(T, N, replace=False).tolist())
-    plan, trace = refine(start, loss, T, 50, known={tuple(start): loss(start)})
-    losses = [r["loss"] for r in trace["rounds"]]
-    assert losses == sorted(losses, reverse=True) and trace["loss"] == loss(plan) <= loss(start), seed
+    plan, trace = refine(start, Measured(loss), T, 50)
+    losses = [r["value"] for r in trace["rounds"]]
+    assert losses == sorted(losses, reverse=True) and trace["value"] == loss(plan) <= loss(start), seed
     assert not trace["rounds"][-1]["moved"] or len(trace["rounds"]) == 50
-    assert trace["start_loss"] == loss(start) and len(plan) == N and len(set(plan)) == N
+    assert trace["start_value"] == loss(start) and len(plan) == N and len(set(plan)) == N
 
 
 @requires_native
-def test_select_adds_the_refined_plan_to_the_candidates_and_counts_its_passes():
+def test_verify_adds_the_refined_plan_to_the_candidates_and_counts_its_measurements():
     seed = secrets.randbelow(2**31)
     model = tiny_model("llama", preset="eval", num_blocks=8, seed=seed % 1000)
     ids = torch.randint(0, 64, (4, 24), generator=torch.Generator().manual_seed(seed))
@@ -84,21 +85,24 @@ def test_select_adds_the_refined_plan_to_the_candidates_and_counts_its_passes():
         calls.append(tuple(removed))
         return oracle(removed)
 
-    plain = select(table, 3, verify=2, loss=CalibrationLoss(model, ids[3:], batch_size=4)).trace[-1]
-    plan = select(table, 3, verify=2, loss=loss, refine=2)
+    plain = verify(table, 3, CalibrationLoss(model, ids[3:], batch_size=4), k=2).trace[-1]
+    plan = verify(table, 3, loss, k=2, refine_rounds=2)
     entry = plan.trace[-1]
     assert entry["kind"] == "verify" and entry["refine"]["kind"] == "refine", seed
-    assert entry["forward_passes"] == len(calls) == len(set(calls)), seed  # each plan measured once
-    assert entry["loss"] == min(c["loss"] for c in entry["candidates"]) <= plain["loss"]
+    assert entry["measured"]["plans_measured"] == len(calls) == len(set(calls)), seed  # each plan measured once
+    assert entry["value"] == min(c["value"] for c in entry["candidates"]) <= plain["value"]
     assert plan.removed == entry["candidates"][entry["chosen"]]["removed"] == entry["refine"]["removed"]
     if entry["refine"]["rounds"][0]["moved"]:
-        assert entry["chosen_sources"] == ["refine#0"] and entry["loss"] < plain["loss"]
+        assert entry["chosen_sources"] == ["refine#0"] and entry["value"] < plain["value"]
     else:
         assert plan.removed == [c for c in plain["candidates"]][plain["chosen"]]["removed"]
 
 
-def test_refine_needs_verify_and_a_count():
-    with pytest.raises(ValueError, match="needs verify"):
-        select(None, 2, selector="fast_block_select", num_blocks=5, refine=1, loss=lambda r: 0.0)
-    with pytest.raises(ValueError, match="refine must be an int"):
-        select(None, 2, num_blocks=5, refine=-1, verify=1, loss=lambda r: 0.0)
+@requires_native
+def test_refine_rounds_must_be_a_count():
+    model = tiny_model("llama", preset="eval", num_blocks=5, seed=1)
+    ids = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(1))
+    table = score_blocks(model, ids[:2], num_remove=2, progress=False)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="refine_rounds must be an int"):
+            verify(table, 2, lambda r: 0.0, refine_rounds=bad)

@@ -10,6 +10,7 @@ from select_reference import all_damages, damage_ref, random_table
 from support import requires_native
 
 from miprun.selection.plan import Plan
+from miprun.selection.sleb import sleb
 from miprun.selection.select import SELECTORS, damage, select
 from miprun.scoring.table import ScoreTable, information_coefficient
 
@@ -45,9 +46,11 @@ def test_every_selector_returns_a_valid_plan(num_blocks, seed, data):
         # The exact optimum of the same objective on the same table, checked against every subset.
         optimum = select(table, num_remove, selector="optimal").objective
         assert optimum == pytest.approx(min(all_damages(table.normalised(), num_remove).values()), abs=1e-12)
-        # sleb measures plans: a stand-in loss (any callable of the removed blocks) drives it here
-        measured = {"loss": lambda removed: float(sum(removed))} if selector == "sleb" else {}
-        plan = select(table, num_remove, selector=selector, **measured)
+        if selector == "sleb":  # sleb measures plans: a stand-in loss (any callable of the removed blocks) drives it
+            plan = sleb(lambda removed: float(sum(removed)), num_blocks, num_remove)
+            assert plan.removed == list(range(num_remove))  # the additive loss's optimum, one block at a time
+            continue
+        plan = select(table, num_remove, selector=selector)
         assert isinstance(plan, Plan) and plan.selector == selector
         assert plan.estimator == table.estimator
         assert len(plan.removed) == num_remove == len(set(plan.removed))

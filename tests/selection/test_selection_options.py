@@ -102,30 +102,38 @@ def test_frozen():
         options.replace(ratio=0.5)  # both: still checked
 
 
-def test_select_kwargs():
+def test_select_and_verify_kwargs():
     options = SelectionOptions(num_remove=2, selector="optimal", scale="normalised", log_base=2.0,
                                allow_touching=False, max_iterations=7, max_subsets=11, verify=0)
-    with pytest.raises(ValueError, match="decided by resolve"):
-        options.replace(verify="auto").select_kwargs()
     assert options.select_kwargs() == {"selector": "optimal", "scale": "normalised", "log_base": 2.0,
-                                       "allow_touching": False, "max_iterations": 7, "max_subsets": 11,
-                                       "verify": 0, "portfolio": True, "refine": 0}
-    assert options.replace(verify=3).select_kwargs()["refine"] == AUTO_REFINE  # refine="auto" follows verify
-    assert options.replace(verify=3, refine=0).select_kwargs()["refine"] == 0
+                                       "allow_touching": False, "max_iterations": 7, "max_subsets": 11}
+    with pytest.raises(ValueError, match="decided by resolve"):
+        options.replace(verify="auto").verify_kwargs(8)
+    kwargs = options.replace(verify=3).verify_kwargs(8)
+    assert kwargs["k"] == 3 and kwargs["refine_rounds"] == AUTO_REFINE  # refine="auto" follows verify
+    assert kwargs["selector"] == "optimal" and kwargs["scale"] == "normalised" and kwargs["criterion"] == "kl"
+    assert kwargs["screen"] is True  # "auto": a quarter of 8 held-back windows
+    assert options.replace(verify=3, refine=0).verify_kwargs(8)["refine_rounds"] == 0
+    assert options.replace(verify=3, screen=0).verify_kwargs(8)["screen"] is False
+    assert options.replace(verify=3).verify_kwargs(1)["screen"] is False  # one window: nothing to screen on
+    assert options.screen_windows(8) == 2 and options.replace(screen=5).screen_windows(3) == 3
 
 
 def test_refine_is_resolved_with_verify_and_refused_without_it():
     auto = SelectionOptions(num_remove=2)
-    assert auto.resolve(in_memory=True, n_windows=8).refine == AUTO_REFINE
-    assert auto.resolve(in_memory=False, n_windows=8).refine == 0
-    assert SelectionOptions(num_remove=2, refine=3).resolve(in_memory=True, n_windows=8).refine == 3
+    assert auto.resolve(n_windows=8).refine == AUTO_REFINE
+    assert auto.resolve(n_windows=1).refine == 0
+    assert SelectionOptions(num_remove=2, refine=3).resolve(n_windows=8).refine == 3
     with pytest.raises(ValueError, match="drop --refine"):
-        SelectionOptions(num_remove=2, refine=3).resolve(in_memory=False, n_windows=8)
+        SelectionOptions(num_remove=2, refine=3).resolve(n_windows=1)
     for bad in (dict(verify=0, refine=1), dict(selector="sleb", refine=1)):
         with pytest.raises(ValueError, match="needs verify"):
             SelectionOptions(num_remove=2, **bad)
     with pytest.raises(ValueError, match="refine must be an int"):
         SelectionOptions(num_remove=2, refine=-1)
+    for bad in (dict(criterion="ppl"), dict(screen=-1), dict(screen=True)):
+        with pytest.raises(ValueError):
+            SelectionOptions(num_remove=2, **bad)
 
 
 def test_from_dict_refuses_unknown_keys():

@@ -15,8 +15,10 @@ from miprun.evaluate.calibration_loss import CalibrationLoss
 from miprun.pipeline.options import PruneOptions
 from miprun.pipeline.prune import prune
 from miprun.scoring.score import score_blocks
+from miprun.measure import Measurer
 from miprun.selection.options import AUTO_REFINE
-from miprun.selection.select import select
+from miprun.selection.sleb import sleb
+from miprun.selection.verify import verify
 
 pytestmark = [requires_stories, requires_native]
 
@@ -57,16 +59,21 @@ def _brute_greedy(loss, num_blocks, num_remove):
 
 
 @pytest.mark.parametrize("num_remove", [1, 2, 3, 4])
-def test_sleb_is_the_greedy_path_over_the_oracle(oracle, num_remove):
-    plan = select(None, num_remove, selector="sleb", loss=oracle, num_blocks=5)
+def test_sleb_is_the_greedy_path_over_the_oracle(oracle, model, ids, num_remove):
+    plan = sleb(oracle, 5, num_remove)
     assert plan.removed == _brute_greedy(oracle, 5, num_remove)
-    assert plan.evaluations == sum(5 - i for i in range(num_remove))  # one pass per candidate and step
+    assert plan.evaluations == sum(5 - i for i in range(num_remove))  # every candidate of every step measured
     steps = [t for t in plan.trace if t["kind"] == "step"]
     assert [len(s["candidates"]) for s in steps] == [5 - i for i in range(num_remove)]
     for s in steps:  # each step removes the block of least loss among its candidates
-        assert s["loss"] == min(c["loss"] for c in s["candidates"])
-    assert plan.trace[-1]["kind"] == "summary" and plan.trace[-1]["forward_passes"] == plan.evaluations
-    assert steps[-1]["loss"] == pytest.approx(oracle(tuple(plan.removed)))
+        assert s["value"] == min(c["value"] for c in s["candidates"])
+    assert plan.trace[-1]["kind"] == "summary" and plan.trace[-1]["plans_measured"] == plan.evaluations
+    assert steps[-1]["value"] == pytest.approx(oracle(tuple(plan.removed)))
+    # the measurer runs one batch per step and finds the same path (its losses equal the full forward's)
+    measurer = Measurer(model, ids, batch_size=4)
+    swept = sleb(measurer, 5, num_remove)
+    assert swept.removed == plan.removed and swept.trace[-1]["requests"] == num_remove
+    assert measurer.sweeps == num_remove and measurer.block_runs < measurer.naive_block_runs
 
 
 @pytest.fixture(scope="module")
@@ -79,23 +86,26 @@ def table(model, ids):
 @pytest.mark.parametrize("selector", ["fast_block_select", "optimal", "greedy"])
 def test_verify_keeps_its_best_measured_candidate(model, ids, table, selector, num_remove):
     held = CalibrationLoss(model, ids[3:], batch_size=4)
-    plan = select(table, num_remove, selector=selector, verify=3, loss=held)
+    plan = verify(table, num_remove, held, selector=selector, k=3)
     entry = plan.trace[-1]
-    losses = [c["loss"] for c in entry["candidates"]]
-    assert entry["loss"] == min(losses) == held(tuple(plan.removed))
-    assert all(c["loss"] == held(tuple(c["removed"])) for c in entry["candidates"])
-    assert entry["forward_passes"] == len(losses) == len({tuple(c["removed"]) for c in entry["candidates"]})
+    values = [c["value"] for c in entry["candidates"]]
+    assert entry["value"] == min(values) == held(tuple(plan.removed))
+    assert all(c["value"] == held(tuple(c["removed"])) for c in entry["candidates"])
+    assert entry["measured"]["plans_measured"] == len(values) == len({tuple(c["removed"]) for c in entry["candidates"]})
 
 
+@pytest.mark.parametrize("criterion", ["loss", "kl"])
 @pytest.mark.parametrize("num_remove", [1, 2, 3, 4])
-def test_verify_with_every_plan_is_the_exhaustive_best_loss(model, ids, table, num_remove):
-    held = CalibrationLoss(model, ids[3:], batch_size=4)
+def test_verify_with_every_plan_is_the_exhaustive_best(model, ids, table, num_remove, criterion):
+    held = Measurer(model, ids[3:], batch_size=4)
     k = math.comb(5, num_remove)
-    plan = select(table, num_remove, selector="optimal", verify=k, portfolio=False, loss=held)
+    plan = verify(table, num_remove, held, selector="optimal", k=k, portfolio=False, criterion=criterion)
     every = list(itertools.combinations(range(5), num_remove))
-    best = min(every, key=lambda c: (held(c), c))
+    values = dict(zip(every, held(every, criterion=criterion)))
+    best = min(every, key=lambda c: (values[c], c))
     assert plan.removed == list(best)
     assert {tuple(c["removed"]) for c in plan.trace[-1]["candidates"]} == set(every)
+    assert held.sweeps == 1  # every candidate in one sweep
 
 
 def test_prune_sleb_and_verify_report(calib, tmp_path):
@@ -103,32 +113,45 @@ def test_prune_sleb_and_verify_report(calib, tmp_path):
     r = prune(STORIES, calib, selector="sleb", out_dir=tmp_path / "sleb", **common)
     report = json.loads((tmp_path / "sleb" / "report.json").read_text())
     assert report["selector"] == "sleb" and report["pruned_blocks"] == r.plan.removed
-    assert report["sleb"]["forward_passes"] == 9 and len(report["sleb"]["steps"]) == 2
-    assert report["sleb"]["oracle"]["windows"] == 4 and report["timings"]["loss"] > 0
+    assert report["sleb"]["plans_measured"] == 9 and len(report["sleb"]["steps"]) == 2
+    assert report["measure"]["windows"] == 1 and report["measure"]["sweeps"] == 2  # one sweep per step
+    assert report["sleb"]["criterion"] == "loss"
+    assert report["settings"]["calibration_split"] == {"windows": 4, "scored": [0, 3], "measured": [3, 4],
+                                                       "heal_fit": [0, 3], "heal_check": [3, 4]}
 
     r = prune(STORIES, calib, selector="optimal", verify=2, out_dir=tmp_path / "verify", **common)
     report = json.loads((tmp_path / "verify" / "report.json").read_text())
     v = report["verify"]
-    assert v["oracle"]["windows"] == 1 and report["score_table"] is not None  # max(1, 4 // 4) held back
+    assert report["measure"]["windows"] == 1 and report["score_table"] is not None  # max(1, 4 // 4) held back
     assert r.table.settings["tokens"] == 3 * SEQ_LEN  # scored on the other 3 windows
     assert report["pruned_blocks"] == v["candidates"][v["chosen"]]["removed"]
-    assert v["loss"] == min(c["loss"] for c in v["candidates"])
-    # each candidate measured once, then the refinement's own passes (refine="auto": AUTO_REFINE rounds at most)
+    assert v["value"] == min(c["value"] for c in v["candidates"] if "value" in c) and v["criterion"] == "kl"
+    assert all(c["kl"] == c["value"] and c["loss"] > 0 for c in v["candidates"] if "value" in c)
     assert report["settings"]["options"]["selection"]["refine"] == AUTO_REFINE and v["refine"]["kind"] == "refine"
     assert 1 <= len(v["refine"]["rounds"]) <= AUTO_REFINE
-    refined = any(c["sources"] == ["refine#0"] for c in v["candidates"])
-    assert v["forward_passes"] == len(v["candidates"]) - refined + v["refine"]["forward_passes"]
-    assert v["oracle"]["forward_passes"] == v["forward_passes"]
+    assert v["measured"]["plans_measured"] == report["measure"]["measured"]  # one cache for verify and refine
     assert report["settings"]["options"]["selection"]["verify"] == 2
     assert {"shortgpt", "gromov", "fast_block_select@gaussian", "optimal@gaussian"} <= set(v["portfolio"])
     assert set(report["score_table"]["companions"]) == {"cosine", "angular", "gaussian"}
+    # the plan check reads the measurer's cache: the chosen plan on the same windows
+    assert report["plan_check"]["pruned_perplexity"] == pytest.approx(math.exp(
+        v["candidates"][v["chosen"]]["loss"]))
 
 
-def test_measured_loss_needs_the_model_in_memory(calib, tmp_path):
-    with pytest.raises(ValueError, match="held in memory"):
-        PruneOptions.from_flat(num_remove=2, selector="sleb", offload=True, out_dir=tmp_path / "x")
-    with pytest.raises(ValueError, match="held in memory"):
-        PruneOptions.from_flat(num_remove=2, verify=2, device_map="auto")
+def test_measured_selection_runs_streamed_and_mapped(calib, tmp_path):
+    common = dict(num_remove=2, n_samples=8, seq_len=SEQ_LEN, progress=False, plots=False, verify=2)
+    plans = {}
+    for name, placement in [("memory", {}), ("offload", {"offload": True}), ("map", {"device_map": "auto"})]:
+        r = prune(str(STORIES), calib, out_dir=tmp_path / name, **placement, **common)
+        v = r.report["verify"]
+        plans[name] = (r.plan.removed, [(c["removed"], c.get("value")) for c in v["candidates"]])
+        assert "plan_check" in r.report
+    assert plans["memory"][0] == plans["offload"][0] == plans["map"][0]
+    for other in ("offload", "map"):
+        for (a, va), (b, vb) in zip(plans["memory"][1], plans[other][1]):
+            assert a == b and (va is None) == (vb is None)
+            if va is not None:
+                assert vb == pytest.approx(va, rel=1e-5, abs=1e-9)
     with pytest.raises(ValueError, match="at least 2 windows"):
         prune(STORIES, calib, num_remove=2, verify=2, n_samples=1, seq_len=SEQ_LEN, progress=False)
 
@@ -148,7 +171,7 @@ def test_cli_refine_off_and_refused_without_verify(calib, tmp_path, capsys):
               "--seq-len", str(SEQ_LEN), "--no-plots"]
     assert cli_main(common + ["--refine", "0", "--out", str(tmp_path / "off")]) == 0
     v = json.loads((tmp_path / "off" / "report.json").read_text())["verify"]
-    assert "refine" not in v and v["forward_passes"] == len(v["candidates"])
+    assert "refine" not in v and v["measured"]["plans_measured"] >= len(v["candidates"])
     assert "verify: " in capsys.readouterr().out
     assert cli_main(common + ["--refine", "2", "--verify", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "needs verify" in capsys.readouterr().err and not (tmp_path / "bad").exists()

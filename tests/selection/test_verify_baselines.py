@@ -13,7 +13,8 @@ from tiny_models import tiny_model
 from miprun.evaluate.calibration_loss import CalibrationLoss
 from miprun.scoring.score import score_blocks
 from miprun.selection.options import SelectionOptions
-from miprun.selection.select import BASELINE_PORTFOLIO, GAUSSIAN_PORTFOLIO, companion_runs, select
+from miprun.selection.select import select
+from miprun.selection.verify import BASELINE_PORTFOLIO, GAUSSIAN_PORTFOLIO, companion_runs, verify
 
 pytestmark = [requires_native]
 
@@ -35,13 +36,13 @@ def _check_baselines_measured(model, ids, num_remove, selector, seed):
     table = score_blocks(model, score_ids, num_remove=num_remove, progress=False, companions=companion_runs(num_remove),
                          estimator=BASELINE_PORTFOLIO.get(selector, "hist"))
     loss = _Counted(CalibrationLoss(model, held_ids, batch_size=4))
-    plan = select(table, num_remove, selector=selector, verify=2, loss=loss)
+    plan = verify(table, num_remove, loss, selector=selector, k=2)
     entry = plan.trace[-1]
     assert entry["kind"] == "verify" and entry["skipped"] == [], seed
     # each distinct plan measured once, the best kept
     assert sorted(loss.calls) == sorted({tuple(c["removed"]) for c in entry["candidates"]}) , seed
-    assert entry["forward_passes"] == len(loss.calls) == len(set(loss.calls))
-    assert entry["loss"] == min(c["loss"] for c in entry["candidates"]) and plan.removed == \
+    assert entry["measured"]["plans_measured"] == len(loss.calls) == len(set(loss.calls))
+    assert entry["value"] == min(c["value"] for c in entry["candidates"]) and plan.removed == \
         entry["candidates"][entry["chosen"]]["removed"]
     for name, estimator in BASELINE_PORTFOLIO.items():
         if name == selector:
@@ -86,7 +87,7 @@ def test_without_companions_the_baselines_are_skipped_with_the_reason():
     model = tiny_model("llama", preset="eval", num_blocks=5, seed=secrets.randbelow(1000))
     ids = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(secrets.randbelow(2**31)))
     table = score_blocks(model, ids[:2], num_remove=2, progress=False)
-    plan = select(table, 2, selector="optimal", verify=1, loss=CalibrationLoss(model, ids[2:]))
+    plan = verify(table, 2, CalibrationLoss(model, ids[2:]), selector="optimal", k=1)
     entry = plan.trace[-1]
     assert [s["source"] for s in entry["skipped"]] == ["shortgpt", "gromov", "fast_block_select@gaussian",
                                                        "optimal@gaussian"]
@@ -96,7 +97,7 @@ def test_without_companions_the_baselines_are_skipped_with_the_reason():
                    for c in entry["candidates"] for src in c["sources"])
     # gromov needs runs of num_remove blocks: a shorter angular companion is skipped with the selector's reason
     short = score_blocks(model, ids[:2], num_remove=2, progress=False, companions={"cosine": 1, "angular": 1})
-    entry = select(short, 2, selector="optimal", verify=1, loss=CalibrationLoss(model, ids[2:])).trace[-1]
+    entry = verify(short, 2, CalibrationLoss(model, ids[2:]), selector="optimal", k=1).trace[-1]
     reasons = {s["source"]: s["reason"] for s in entry["skipped"]}
     assert set(reasons) == {"gromov", "fast_block_select@gaussian", "optimal@gaussian"} and "max_run >= 2" in \
         reasons["gromov"]
@@ -107,10 +108,9 @@ def test_selection_options_ask_for_companions_only_for_verify_with_portfolio():
     assert SelectionOptions(num_remove=3, verify=2).companions(3) == {"cosine": 1, "angular": 3, "gaussian": 3}
     assert SelectionOptions(ratio=0.5, verify=1).companions(4) == {"cosine": 1, "angular": 4, "gaussian": 4}
     assert SelectionOptions(num_remove=3, verify=0).companions(3) == {}
-    auto = SelectionOptions(num_remove=3)  # verify="auto": on for a model in memory, off otherwise
-    assert auto.resolve(in_memory=True, n_windows=8).companions(3) == {"cosine": 1, "angular": 3, "gaussian": 3}
-    assert auto.resolve(in_memory=False, n_windows=8).companions(3) == {}
-    assert auto.resolve(in_memory=True, n_windows=1).verify == 0
+    auto = SelectionOptions(num_remove=3)  # verify="auto": on wherever there are windows to hold back
+    assert auto.resolve(n_windows=8).companions(3) == {"cosine": 1, "angular": 3, "gaussian": 3}
+    assert auto.resolve(n_windows=1).verify == 0 and auto.resolve(n_windows=1).companions(3) == {}
     with pytest.raises(ValueError, match="decided by resolve"):
         auto.companions(3)
     assert SelectionOptions(num_remove=3, verify=2, portfolio=False).companions(3) == {}

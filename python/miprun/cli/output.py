@@ -29,15 +29,21 @@ def print_plan(result) -> None:
     plan = result.plan
     print(f"removed blocks {plan.removed} of {plan.num_blocks} (selector {plan.selector}, estimator "
           f"{result.table.estimator}, {plan.evaluations} run scores read)")
-    verify = result.report.get("verify")
+    verify, measure = result.report.get("verify"), result.report.get("measure") or {}
+    cost = f"{measure.get('measured', 0)} plans measured in {measure.get('sweeps', 0)} sweep(s)"
     if verify:
-        line = (f"verify: {len(verify['candidates'])} candidate plans measured on held-back windows, kept the one "
-                f"from {', '.join(verify['chosen_sources'])} ({verify['forward_passes']} loss passes)")
+        screened = sum("screened" in c for c in verify["candidates"])
+        line = (f"verify: {len(verify['candidates'])} candidate plans"
+                + (f" ({screened} screened on {measure.get('screen_windows')} windows)" if screened else "")
+                + f" measured by {verify['criterion']} on held-back windows, kept the one from "
+                  f"{', '.join(verify['chosen_sources'])}")
         refined = verify.get("refine")
         if refined:
             moves = sum(r["moved"] for r in refined["rounds"])
             line += f"; refine: {moves} swap(s) kept in {len(refined['rounds'])} round(s)"
-        print(line)
+        print(f"{line} ({cost})")
+    elif result.report.get("sleb"):
+        print(f"sleb: {len(result.report['sleb']['steps'])} steps by measured loss ({cost})")
     heal = result.report.get("heal")
     if heal:
         for cut in heal["cuts"]:
@@ -58,8 +64,8 @@ def print_plan(result) -> None:
     check = result.report.get("plan_check")
     if check:
         print(f"plan check: perplexity {check['pruned_perplexity']:.4g} pruned vs {check['dense_perplexity']:.4g} "
-              f"unpruned on the last {check['windows']} calibration windows ({check['ratio']:.3g} x; refused past "
-              f"{check['max_ratio']:g} x)")
+              f"unpruned on the {check['windows']} held-back calibration windows ({check['ratio']:.3g} x; refused "
+              f"past {check['max_ratio']:g} x)")
     print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     if result.out_dir is not None:
         print(f"pruned model written to {result.out_dir} (report: {Path(result.out_dir) / 'report.json'})")

@@ -15,7 +15,7 @@ from miprun.heal.options import FITS, METHODS, OBJECTIVES
 from miprun.output.options import FORMATS
 from miprun.pipeline.options import PruneOptions, ReportedRun
 from miprun.pipeline.prune import prune
-from miprun.selection.options import AUTO_REFINE
+from miprun.selection.options import AUTO_REFINE, CONFIRM, CRITERIA, DEFAULT_CRITERION
 from miprun.selection.select import SELECTORS
 
 __all__ = ["register", "run"]
@@ -37,16 +37,29 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for the pruned model")
     p.add_argument("--selector", default="fast_block_select", choices=SELECTORS,
                    help="how blocks are chosen (default fast_block_select, the paper's; sleb: by measured loss, "
-                        "one forward pass per candidate block and step)")
+                        "every remaining block tried at every step, one sweep per step)")
     p.add_argument("--verify", type=verify_count, default="auto", metavar="K",
                    help="measure the selector's K best plans (and, unless --no-portfolio, the other cheap "
-                        "selectors' plans) by loss on the last quarter of the calibration windows, held back from "
-                        "scoring, and keep the best; 0: off (the paper's method: --verify 0). Default auto: 2 with "
-                        "the model in memory, off with --offload or --device-map")
+                        "selectors' plans) on the held-back calibration windows (--held-back) and keep the best; "
+                        "0: off (the paper's method: --verify 0). Default auto: 2 (in memory, --offload and "
+                        "--device-map alike)")
     p.add_argument("--refine", type=verify_count, default="auto", metavar="R",
                    help="with --verify: up to R rounds of measured one-block swaps along the chosen plan's runs "
-                        "(each round: one loss pass per block next to a run, per removed block, and 2 swaps); 0: off. "
-                        f"Default auto: {AUTO_REFINE} where --verify runs")
+                        "(each round measures the plan with each block next to a run also removed and with each "
+                        f"removed block put back, then the 2 best swaps); 0: off. Default auto: {AUTO_REFINE} "
+                        "where --verify runs")
+    p.add_argument("--criterion", choices=CRITERIA, default=DEFAULT_CRITERION,
+                   help="what --verify and --refine rank measured plans by: kl (the KL divergence of the plan's "
+                        "next-token distribution from the unpruned model's) or loss (next-token cross-entropy on "
+                        f"the windows' tokens); default {DEFAULT_CRITERION}. --selector sleb ranks by loss")
+    p.add_argument("--screen", type=verify_count, default="auto", metavar="W",
+                   help="with --verify: measure every candidate on W held-back windows first and only the best "
+                        f"{CONFIRM} on all of them (refinement screens its growths and put-backs too); 0: off. "
+                        f"Default auto: a quarter of the held-back windows")
+    p.add_argument("--held-back", type=fraction, default=0.25, metavar="F",
+                   help="share of the calibration windows (the last ones, at least one) held back: plans are "
+                        "measured and heal maps checked on them, scores and maps fitted on the others (default "
+                        "0.25)")
     p.add_argument("--no-portfolio", action="store_true",
                    help="with --verify: measure only the selector's own K best plans")
     p.add_argument("--heal", choices=METHODS, default="none",
@@ -59,9 +72,6 @@ def register(sub) -> None:
     p.add_argument("--heal-ridge", type=non_negative_float, default=1e-4, metavar="R",
                    help="ridge of the heal's least squares towards the identity (the unhealed cut), relative to the "
                         "mean squared MLP output (default 1e-4)")
-    p.add_argument("--heal-held-out", type=fraction, default=0.125, metavar="F",
-                   help="share of the calibration windows (the last ones) the heal does not fit, to check each map "
-                        "on: a map that does not beat the unhealed cut there is not folded (default 0.125; 0: none)")
     p.add_argument("--heal-objective", choices=OBJECTIVES, default="auto",
                    help="relative: each token's squared error divided by the squared norm of its target state; mse: "
                         "squared errors summed over tokens; auto (default): relative for linear, mse for scale")
@@ -70,8 +80,8 @@ def register(sub) -> None:
                         "removed run, on the pruned and healed model, against the unpruned model's state after that "
                         "block (folded the same way; sequential fit only; default 0)")
     p.add_argument("--max-ppl-ratio", type=ratio_limit, default=50.0, metavar="R",
-                   help="refuse to write a pruned model whose perplexity on the last eighth of the calibration "
-                        "windows is over R times the unpruned model's (default 50; inf: no check)")
+                   help="refuse to write a pruned model whose perplexity on the held-back calibration windows is "
+                        "over R times the unpruned model's (default 50; inf: no check)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier miprun output (or an empty folder) at --out")
     p.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
@@ -92,9 +102,10 @@ def _options(args) -> tuple[str, str, PruneOptions]:
             raise ValueError("give --num-remove N or --ratio F (how many blocks to remove)")
         options = PruneOptions.from_flat(
             num_remove=args.num_remove, ratio=args.ratio, selector=args.selector, estimator=args.estimator,
-            verify=args.verify, portfolio=not args.no_portfolio, refine=args.refine,
+            verify=args.verify, portfolio=not args.no_portfolio, refine=args.refine, criterion=args.criterion,
+            screen=args.screen, held_back=args.held_back,
             heal=args.heal, heal_fit=args.heal_fit, heal_ridge=args.heal_ridge,
-            heal_objective=args.heal_objective, heal_held_out=args.heal_held_out, heal_refit=args.heal_refit,
+            heal_objective=args.heal_objective, heal_refit=args.heal_refit,
             max_ppl_ratio=args.max_ppl_ratio,
             reduction=args.reduction, max_run=args.max_run, bins=args.bins, binning=args.binning, k=args.k,
             max_samples=args.max_samples, skip_first=args.skip_first, seed=args.seed, n_samples=args.n_samples,

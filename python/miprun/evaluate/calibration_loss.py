@@ -1,17 +1,14 @@
-"""The loss oracle: calibration loss of a loaded model with some of its blocks bypassed.
+"""Calibration loss of a loaded model with some of its blocks bypassed, one full forward pass per plan.
 
-:class:`CalibrationLoss` is the ``loss(removed) -> float`` that :func:`miprun.select` reads
-for ``selector="sleb"`` and ``verify=K``: the mean next-token cross-entropy (nats per
-token) of the model on calibration windows, with the blocks ``removed`` swapped, for the
-duration of one measurement, for a module that returns its input hidden states. The model
-is restored afterwards, also on error; nothing is copied.
-
-Bypassing a block this way is the model that :func:`miprun.output.surgery.remove_blocks`
-makes, without its surgery: the kept blocks keep their own attention type (``layer_types``),
-masks and rotary tables, and with ``use_cache=False`` their ``layer_idx`` is read by
-nothing that the renumbering would change (GPT-2's ``scale_attn_by_inverse_layer_idx`` is
-what surgery refolds, and here the kept blocks keep their index). The tests check the two
-losses agree in float64.
+:class:`CalibrationLoss` is a ``loss(removed) -> float``: the mean next-token cross-entropy
+(nats per token) of the model on calibration windows, with the blocks ``removed`` swapped,
+for the duration of one measurement, for a module that returns its input hidden states
+(:class:`~miprun.hidden.bypass.bypassed`, the model that
+:func:`miprun.output.surgery.remove_blocks` makes, without its surgery). The model is
+restored afterwards, also on error; nothing is copied. It is the plain reference the
+measurer (:class:`miprun.measure.Measurer`, many plans per sweep) is tested against; the
+searches (:func:`miprun.selection.verify.verify`, :func:`miprun.selection.sleb.sleb`) take
+either.
 """
 
 from __future__ import annotations
@@ -23,57 +20,10 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from miprun.hidden.bypass import BypassedBlock, bypassed
 from miprun.models.blocks import find_blocks
 
 __all__ = ["CalibrationLoss", "BypassedBlock", "bypassed", "mean_next_token_loss"]
-
-
-class BypassedBlock(nn.Module):
-    """A decoder block that returns the hidden states it is given, however it is called.
-
-    transformers 5.x calls a decoder block with the hidden states first (positionally, or
-    as ``hidden_states=``) and other arguments after, and reads a tensor back.
-    """
-
-    def forward(self, *args, **kwargs):
-        if args:
-            return args[0]
-        if "hidden_states" in kwargs:
-            return kwargs["hidden_states"]
-        raise TypeError(f"a bypassed block was called without hidden states (keywords {sorted(kwargs)})")
-
-
-class bypassed:
-    """Context manager: the blocks ``removed`` of ``model`` are :class:`BypassedBlock` inside it."""
-
-    def __init__(self, model: nn.Module, removed: Iterable[int]):
-        self.blocks, _ = find_blocks(model)
-        self.removed = sorted({int(b) for b in removed})
-        bad = [b for b in self.removed if not 0 <= b < len(self.blocks)]
-        if bad:
-            raise ValueError(f"blocks {bad} are outside 0..{len(self.blocks) - 1}: the model has "
-                             f"{len(self.blocks)} blocks")
-        if len(self.removed) >= len(self.blocks):
-            raise ValueError(f"cannot bypass {len(self.removed)} of {len(self.blocks)} blocks: at least one must stay")
-        self.saved: dict[int, nn.Module] = {}
-
-    def __enter__(self) -> "bypassed":
-        try:
-            for b in self.removed:
-                self.saved[b] = self.blocks[b]
-                self.blocks[b] = BypassedBlock()
-        except BaseException:
-            self._restore()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._restore()
-
-    def _restore(self) -> None:
-        for b, block in self.saved.items():
-            self.blocks[b] = block
-        self.saved.clear()
 
 
 def mean_next_token_loss(model: nn.Module, input_ids: torch.Tensor, *, batch_size: int = 8) -> tuple[float, int]:

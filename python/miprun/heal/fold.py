@@ -9,7 +9,7 @@ from torch import nn
 
 from miprun.models.families import HealSite
 
-__all__ = ["fold_map", "folded"]
+__all__ = ["fold_map", "folded", "fold_tensor"]
 
 
 def _param(block: nn.Module, path: str | None) -> torch.Tensor | None:
@@ -57,6 +57,20 @@ def folded(site: HealSite, weight: torch.Tensor, bias: torch.Tensor | None,
     else:
         raise ValueError(f"unknown fold kind {site.kind!r}")
     return W, (None if bias is None else bias.detach().double() @ T)
+
+
+def fold_tensor(site: HealSite, role: str, tensor: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """One stored tensor of the fold, alone (``role``: ``"weight"`` or ``"bias"``), in float64.
+
+    The weight and the bias of a fold change independently (``W <- T^T W``, ``b <- b T``),
+    so a writer can fold each as it meets it, whichever shard holds it.
+    """
+    if role == "weight":
+        return folded(site, tensor, None, T)[0]
+    if role != "bias":
+        raise ValueError(f"role must be 'weight' or 'bias', got {role!r}")
+    T = T.to(tensor.device)
+    return tensor.detach().double() @ (torch.diag(T) if T.ndim == 1 else T)
 
 
 def _assign(param: torch.Tensor, value: torch.Tensor) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 from miprun.util.options import Options, check_choice, check_int
@@ -37,9 +38,6 @@ class HealOptions(Options):
         MLP outputs.
     heal_objective : str
         One of :data:`OBJECTIVES` (default ``auto``; see :attr:`objective`).
-    heal_held_out : float
-        Share of the calibration windows (the last ones) kept out of the fit, to report
-        each map's residual on tokens it did not see; 0: none.
     heal_refit : int
         After each cut, also fit a map on the MLP output of each of the next ``heal_refit``
         kept blocks, against the unpruned model's state after that block (``sequential``
@@ -49,7 +47,6 @@ class HealOptions(Options):
     heal: str = "none"
     heal_fit: str = "sequential"
     heal_ridge: float = 1e-4
-    heal_held_out: float = 0.125
     heal_objective: str = "auto"
     heal_refit: int = 0
 
@@ -65,11 +62,9 @@ class HealOptions(Options):
             raise ValueError(f"heal_refit={self.heal_refit} refits the blocks after a cut on the pruned, healed model's "
                              f"states; with heal_fit='dense' they are the unpruned model's own, with nothing to "
                              f"correct. Use heal_fit='sequential' (the default) or heal_refit=0")
-        for name, top in (("heal_ridge", math.inf), ("heal_held_out", 0.5)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top \
-                    or not math.isfinite(value):
-                raise ValueError(f"{name} must be a number in [0, {top}], got {value!r}")
+        value = self.heal_ridge
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value or not math.isfinite(value):
+            raise ValueError(f"heal_ridge must be a number >= 0, got {value!r}")
 
     @property
     def objective(self) -> str:
@@ -90,8 +85,11 @@ class HealOptions(Options):
     def active(self) -> bool:
         return self.heal != "none"
 
-    def split(self, ids):
-        """Calibration windows ``(fit, held_out)``: the last ``heal_held_out`` share (at least one, never all) held out."""
-        n = int(ids.shape[0])
-        held = min(n - 1, max(1, round(n * self.heal_held_out))) if self.heal_held_out > 0 and n > 1 else 0
-        return ids[:n - held], ids[n - held:]
+    @classmethod
+    def from_dict(cls, data: dict) -> "HealOptions":
+        """Read back recorded options; ``heal_held_out`` (before the one calibration split) is dropped."""
+        data = dict(data)
+        if data.pop("heal_held_out", None) is not None:
+            warnings.warn("heal_held_out is no longer an option: the heal checks its maps on the held-back "
+                          "calibration windows (held_back)", DeprecationWarning, stacklevel=2)
+        return super().from_dict(data)

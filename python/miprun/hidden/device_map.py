@@ -88,6 +88,9 @@ class DeviceMapSource:
 
     kind = "device_map"
     description = "blocks (device map)"
+    #: The checkpoint is rewritten from its shards (a heal's maps folded as they are written).
+    holds_model = False
+    streams_weights = False
 
     def __init__(self, model: nn.Module, *, config=None, offload_dir: tempfile.TemporaryDirectory | None = None):
         self.model = model
@@ -126,6 +129,14 @@ class DeviceMapSource:
         pass  # accelerate's hooks page offloaded weights in for the block's forward
 
     def leave_block(self, i: int) -> None:
+        pass
+
+    def enter_tail(self) -> torch.device:
+        """accelerate's hooks move the state to the final norm's and the LM head's devices."""
+        self.model.eval()
+        return self.input_device
+
+    def leave_tail(self) -> None:
         pass
 
     def close(self) -> None:

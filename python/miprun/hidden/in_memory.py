@@ -76,6 +76,9 @@ class InMemorySource:
 
     kind = "in_memory"
     description = "blocks"
+    #: The caller keeps the loaded model: blocks are removed and heals folded in place.
+    holds_model = True
+    streams_weights = False
 
     def __init__(self, model: nn.Module, *, device=None, blocks: nn.ModuleList | None = None, config=None):
         self.model = model
@@ -113,6 +116,14 @@ class InMemorySource:
         if self._block_home is not None:
             self.blocks[i].to(self._block_home)
             self._block_home = None
+
+    def enter_tail(self) -> torch.device:
+        """Everything outside the blocks stays where it is: the tail runs where the input embedding lives."""
+        self.enter_capture()
+        return self.input_device
+
+    def leave_tail(self) -> None:
+        pass
 
     def close(self) -> None:
         if self._was_training is not None:

@@ -1,19 +1,23 @@
-"""Hidden states block by block: the layer-by-layer calibration loop of SparseGPT and Wanda, once for every source.
+"""Hidden states block by block: the layer-by-layer calibration loop of SparseGPT and Wanda, once for every use.
 
 The model's own forward runs once per batch only up to its blocks: each block's ``forward``
 is briefly replaced by a catcher that records its arguments (every block's, because some
 families give blocks different masks or rotary tables: sliding vs full attention in
 Gemma 2/3 and Qwen2/3) and passes its input through; the last catcher stops the forward.
-Then one block at a time runs over all batches, its outputs becoming the next block's
-inputs. Only the current state is kept, and no KV cache is built.
+Then one block at a time runs over all batches. No KV cache is built.
 
-Where a block's weights come from is the :class:`~miprun.hidden.sources.BlockSource`'s
-business (a loaded model, the safetensors shards, an accelerate device map); the runner
-calls its hooks around the capture and around each block.
+:class:`Sweep` is that loop, the one every stage uses: scoring draws one state per block
+(:func:`iter_hidden_states`), the measurer runs each block on one state per distinct plan
+prefix, the heal on the unpruned and the healed stream. Each block's weights are made ready
+once per sweep, whatever the number of states run through it. Where the weights come from is
+the :class:`~miprun.hidden.sources.BlockSource`'s business (a loaded model, the safetensors
+shards, an accelerate device map); the sweep calls its hooks around the capture and around
+each block.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -27,9 +31,22 @@ from miprun.util.progress import progress_bar
 if TYPE_CHECKING:
     from miprun.hidden.sources import BlockSource
 
-__all__ = ["iter_hidden_states"]
+__all__ = ["iter_hidden_states", "Sweep", "BlockTurn", "as_source"]
 
 _HOOKS = ("enter_capture", "leave_capture", "block_device", "enter_block", "leave_block", "close")
+
+
+def as_source(source, *, device=None, blocks: nn.ModuleList | None = None) -> "BlockSource":
+    """A block source for ``source``: a loaded model is wrapped in an :class:`InMemorySource`, a source kept."""
+    if isinstance(source, nn.Module):
+        return InMemorySource(source, device=device, blocks=blocks)
+    if device is not None or blocks is not None:
+        raise ValueError("device= and blocks= apply to a loaded model only; a block source has its own "
+                         "(give them to open_source)")
+    if not all(hasattr(source, h) for h in _HOOKS):
+        raise ValueError(f"source must be a loaded model or a BlockSource (see miprun.hidden.sources.open_source), "
+                         f"got {type(source).__name__}")
+    return source
 
 
 def iter_hidden_states(source, input_ids: torch.Tensor, *, batch_size: int = 8, progress: bool = True,
@@ -66,21 +83,12 @@ def iter_hidden_states(source, input_ids: torch.Tensor, *, batch_size: int = 8, 
         embedding output), ``h_{i+1}`` the output of block ``i``; ``h_T`` is taken BEFORE the
         final norm. The tensor is fresh for every ``b``: keeping a reference to it is safe.
     """
-    _check_input_ids(input_ids)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(source, nn.Module):
-        source = InMemorySource(source, device=device, blocks=blocks)
-    elif device is not None or blocks is not None:
-        raise ValueError("device= and blocks= apply to a loaded model only; a block source has its own "
-                         "(give them to open_source)")
-    elif not all(hasattr(source, h) for h in _HOOKS):
-        raise ValueError(f"source must be a loaded model or a BlockSource (see miprun.hidden.sources.open_source), "
-                         f"got {type(source).__name__}")
-    return _states(source, input_ids, batch_size, progress)
+    check_input_ids(input_ids)
+    check_batch_size(batch_size)
+    return _states(as_source(source, device=device, blocks=blocks), input_ids, batch_size, progress)
 
 
-def _check_input_ids(input_ids) -> None:
+def check_input_ids(input_ids) -> None:
     if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype != torch.long:
         got = (tuple(input_ids.shape), input_ids.dtype) if isinstance(input_ids, torch.Tensor) else type(input_ids)
         raise ValueError(f"input_ids must be a LongTensor of shape (n_samples, seq_len), got {got}")
@@ -88,49 +96,150 @@ def _check_input_ids(input_ids) -> None:
         raise ValueError(f"input_ids is empty: shape {tuple(input_ids.shape)}")
 
 
+def check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
 def _states(source: BlockSource, input_ids: torch.Tensor, batch_size: int,
             progress: bool) -> Iterator[tuple[int, torch.Tensor]]:
-    bar = None
-    try:
-        source.enter_capture()
-        try:
-            with torch.inference_mode():
-                h, calls = capture_block_args(source.model, source.blocks, input_ids, batch_size, source.device,
-                                              input_device=source.input_device)
-        finally:
-            source.leave_capture()
+    with Sweep(source, input_ids, batch_size=batch_size, progress=progress) as sweep:
+        h = sweep.h0
         yield 0, h  # (n_samples, seq_len, d)
-        bar = progress_bar(source.num_blocks, progress, desc=source.description)
-        moved: dict = {}
-        for i, block in enumerate(source.blocks):
-            dev = source.block_device(i)
-            here = calls[i] if dev == source.device else _calls_on(calls[i], dev, moved)
-            source.enter_block(i)
+        for turn in sweep.blocks():
+            h = turn.run(h)
+            turn.close()  # the block's weights go before the caller works on its output
+            yield turn.index + 1, h
+
+
+class Sweep:
+    """One pass over a source's blocks: ``h_0`` and every block's arguments captured, then each block in turn.
+
+    Use as a context manager; :meth:`blocks` yields a :class:`BlockTurn` per block, with the
+    block's weights ready for as many :meth:`BlockTurn.run` calls as the caller needs (one
+    state, or one per plan prefix), and released when the caller moves on. Leaving the
+    context (also early, or on error) closes the source.
+
+    Parameters
+    ----------
+    source : BlockSource
+    input_ids : LongTensor (n, seq_len)
+        The windows every state of this sweep holds (no padding).
+    batch_size : int
+        Windows per block call.
+    progress : bool
+        A progress bar over blocks.
+    desc : str, optional
+        Its label (default: the source's).
+    """
+
+    def __init__(self, source: "BlockSource", input_ids: torch.Tensor, *, batch_size: int = 8,
+                 progress: bool = False, desc: str | None = None):
+        check_input_ids(input_ids)
+        check_batch_size(batch_size)
+        self.source, self.input_ids, self.batch_size = source, input_ids, batch_size
+        self.progress, self.desc = progress, desc
+        self.h0: torch.Tensor | None = None
+        self._calls: list | None = None
+        self._bar = None
+        self._moved: dict = {}
+
+    def __enter__(self) -> "Sweep":
+        source = self.source
+        try:
+            source.enter_capture()
             try:
                 with torch.inference_mode():
-                    h = run_block(block, h if h.device == dev else h.to(dev), here)
+                    self.h0, self._calls = capture_block_args(source.model, source.blocks, self.input_ids,
+                                                              self.batch_size, source.device,
+                                                              input_device=source.input_device)
             finally:
-                source.leave_block(i)
-            calls[i] = []  # this block's arguments are no longer needed
-            bar.update(1)
-            yield i + 1, h
-    finally:
-        if bar is not None:
-            bar.close()
-        source.close()
+                source.leave_capture()
+        except BaseException:
+            source.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._moved.clear()
+        self.source.close()
+
+    def blocks(self, stop: int | None = None) -> Iterator["BlockTurn"]:
+        """Blocks ``0 .. stop - 1`` (default all) in order, each made ready for its turn."""
+        source = self.source
+        stop = source.num_blocks if stop is None else stop
+        self._bar = progress_bar(stop, self.progress, desc=self.desc or source.description)
+        for i in range(stop):
+            dev = source.block_device(i)
+            calls = self._calls[i] if dev == source.device else self._calls_on(self._calls[i], dev)
+            source.enter_block(i)
+            turn = BlockTurn(i, source.blocks[i], dev, calls, leave=source.leave_block)
+            try:
+                yield turn
+            finally:
+                turn.close()
+            self._calls[i] = []  # this block's arguments are no longer needed
+            self._bar.update(1)
+
+    def _calls_on(self, calls: list, dev: torch.device) -> list:
+        """A block's captured ``(rows, args, kwargs)`` with every tensor on ``dev``.
+
+        Blocks share argument sets (one mask for many blocks), so each set is moved once per
+        device: ``_moved`` maps ``(id(kwargs), dev)`` to the original (kept alive so that its
+        id stays unique) and its moved copies.
+        """
+        out = []
+        for rows, args, kwargs in calls:
+            key = (id(kwargs), dev)
+            if key not in self._moved:
+                self._moved[key] = (kwargs, move_to(args, dev), move_to(kwargs, dev))
+            out.append((rows, *self._moved[key][1:]))
+        return out
 
 
-def _calls_on(calls: list, dev: torch.device, moved: dict) -> list:
-    """A block's captured ``(rows, args, kwargs)`` with every tensor on ``dev``.
+class BlockTurn:
+    """One block's turn in a :class:`Sweep`: run it over any state of the sweep's windows.
 
-    Blocks share argument sets (one mask for many blocks), so each set is moved once per
-    device: ``moved`` maps ``(id(kwargs), dev)`` to the original (kept alive so that its id
-    stays unique) and its moved copies.
+    Attributes
+    ----------
+    index : int
+        The block's index ``i`` (its input is ``h_i``).
+    block : nn.Module
+    device : torch.device
+        Where it computes; states are moved there.
     """
-    out = []
-    for rows, args, kwargs in calls:
-        key = (id(kwargs), dev)
-        if key not in moved:
-            moved[key] = (kwargs, move_to(args, dev), move_to(kwargs, dev))
-        out.append((rows, *moved[key][1:]))
-    return out
+
+    def __init__(self, index: int, block: nn.Module, device: torch.device, calls: list, leave=None):
+        self.index, self.block, self.device, self._calls = index, block, device, calls
+        self._leave = leave
+
+    def close(self) -> None:
+        """The block is done for this sweep: its weights are released now (else when the sweep moves on)."""
+        if self._leave is not None:
+            leave, self._leave = self._leave, None
+            leave(self.index)
+
+    def run(self, h: torch.Tensor, *, capture: str | None = None):
+        """The block over every window of ``h`` (n, seq_len, d): a new tensor of the same shape.
+
+        With ``capture`` (a dotted module path inside the block), also the output of that
+        module over the same windows, as ``(out, part)`` (e.g. the MLP output a heal maps).
+        """
+        h = h if h.device == self.device else h.to(self.device)
+        if capture is None:
+            with torch.inference_mode():
+                return run_block(self.block, h, self._calls)
+        parts: list[torch.Tensor] = []
+
+        def grab(module, args, output):
+            parts.append(output[0] if isinstance(output, tuple) else output)
+
+        handle = operator.attrgetter(capture)(self.block).register_forward_hook(grab)
+        try:
+            with torch.inference_mode():
+                out = run_block(self.block, h, self._calls)
+        finally:
+            handle.remove()
+        return out, torch.cat(parts).reshape(out.shape)

@@ -36,9 +36,11 @@ __all__ = ["DEVICE_MAPS", "BlockSource", "open_source", "parse_max_memory"]
 class BlockSource(Protocol):
     """The weights of a causal LM's blocks, made ready one block at a time for the runner.
 
-    The runner calls, in this order: ``enter_capture()``; the skeleton's forward up to its
-    blocks (under ``torch.inference_mode``); ``leave_capture()``; then for each block ``i``
-    ``enter_block(i)``, the block over all batches on ``block_device(i)``, ``leave_block(i)``;
+    A sweep (:class:`miprun.hidden.runner.Sweep`) calls, in this order: ``enter_capture()``;
+    the skeleton's forward up to its blocks (under ``torch.inference_mode``);
+    ``leave_capture()``; then for each block ``i`` ``enter_block(i)``, the block over all
+    batches on ``block_device(i)`` (once or more), ``leave_block(i)``; a measurement may then
+    call ``enter_tail()``, the skeleton's forward with its blocks bypassed, ``leave_tail()``;
     and ``close()`` at the end, also when the run stops early. A source may run again after
     ``close()``.
 
@@ -58,8 +60,14 @@ class BlockSource(Protocol):
     input_device : torch.device
         Where the token ids go for the skeleton's forward (the embedding's device).
     kind : str
-        ``"in_memory"``, ``"streamed"`` or ``"device_map"``: what the caller gets to keep
-        (a loaded model, nothing, a dispatched model), e.g. to choose how to write the result.
+        ``"in_memory"``, ``"streamed"`` or ``"device_map"``: a name for reports and messages.
+        Behaviour is asked of the capabilities below, never of this name.
+    holds_model : bool
+        The caller keeps a loaded model: blocks are removed from it and heals folded into it
+        in place, and it is saved whole. Otherwise the checkpoint is rewritten from its
+        shards (with any heal folded as the tensors are written).
+    streams_weights : bool
+        Each block's weights are read from the shards for its turn (a sweep re-reads them).
     description : str
         Label of the progress bar.
     """
@@ -70,6 +78,8 @@ class BlockSource(Protocol):
     device: torch.device
     input_device: torch.device
     kind: str
+    holds_model: bool
+    streams_weights: bool
     description: str
 
     @property
@@ -89,6 +99,13 @@ class BlockSource(Protocol):
 
     def leave_block(self, i: int) -> None:
         """Block ``i`` is done: release or move back its weights."""
+
+    def enter_tail(self) -> torch.device:
+        """Make what runs before and after the blocks (embedding, final norm, LM head) ready for a forward
+        whose blocks are bypassed; return the device the final states go to."""
+
+    def leave_tail(self) -> None:
+        """Release what :meth:`enter_tail` made ready."""
 
     def close(self) -> None:
         """The run is over (or stopped): restore whatever the source changed."""
@@ -158,9 +175,10 @@ def open_source(model, *, offload: bool | str = False, device_map=None, max_memo
 
     Parameters
     ----------
-    model : transformers PreTrainedModel, str or Path
+    model : transformers PreTrainedModel, BlockSource, str or Path
         A loaded causal LM, a local checkpoint folder, a hub id or a GGUF model (loaded
-        dequantised). Streaming and device maps need a local safetensors checkpoint.
+        dequantised), or a source opened already (returned as it is). Streaming and device
+        maps need a local safetensors checkpoint.
     offload : bool or "auto"
         Stream the weights one block at a time from the safetensors shards. ``"auto"``
         streams a local folder whose weights plus two hidden states would not fit in the
@@ -210,6 +228,10 @@ def open_source(model, *, offload: bool | str = False, device_map=None, max_memo
     if isinstance(max_memory, str):
         max_memory = parse_max_memory(max_memory)
     _check_placement(offload, device_map, max_memory, device)
+    if isinstance(model, BlockSource) and not isinstance(model, nn.Module):
+        if offload is True or device_map is not None:
+            raise ValueError("a block source is open already: its placement is its own (drop offload / device_map)")
+        return model  # opened once, read by several steps (each table of a comparison)
     if isinstance(model, nn.Module):
         if offload is True or device_map is not None:
             raise ValueError(f"{'offload' if offload is True else 'device_map'} loads the weights itself from a "

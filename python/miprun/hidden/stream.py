@@ -90,13 +90,19 @@ class StreamedSource:
 
     kind = "streamed"
     description = "blocks (streamed)"
+    #: Nothing is held whole: the checkpoint is rewritten from its shards.
+    holds_model = False
+    streams_weights = True
 
     def __init__(self, model_dir: Path, checkpoint: Checkpoint, config, model: nn.Module, device: torch.device,
-                 dtype: torch.dtype, head_keys: dict[str, str], block_keys: list[dict[str, str]], estimate):
+                 dtype: torch.dtype, head_keys: dict[str, str], block_keys: list[dict[str, str]], estimate,
+                 tail_keys: dict[str, str] | None = None):
         self.model_dir, self.checkpoint, self.config, self.model = model_dir, checkpoint, config, model
         self.blocks, self.block_path = find_blocks(model)
         self.device = self.input_device = device
         self.dtype, self.head_keys, self.block_keys, self.estimate = dtype, head_keys, block_keys, estimate
+        # the output head's own tensors (an untied LM head) and the names that share an input tensor
+        self.tail_keys, self.tail_tied = _tail_keys(model, checkpoint) if tail_keys is None else (tail_keys, {})
         self.timings: dict = {}
         self._t = 0.0
 
@@ -136,8 +142,50 @@ class StreamedSource:
         to_meta(self.blocks[i], self.block_keys[i])
         _free(self.device)
 
+    def enter_tail(self) -> torch.device:
+        """Read what runs before and after the blocks (embedding, final norm, LM head) from the shards."""
+        for name, buf in list(self.model.named_buffers()):
+            if not buf.is_meta and buf.device != self.device:
+                set_tensor(self.model, name, buf.to(self.device))
+        load_into(self.model, self.head_keys, self.checkpoint, self.device, self.dtype)
+        load_into(self.model, self.tail_keys, self.checkpoint, self.device, self.dtype)
+        for name, shared in self.tail_tied.items():  # a tied LM head reads the embedding's tensor
+            set_tensor(self.model, name, self.model.get_parameter(shared))
+        return self.device
+
+    def leave_tail(self) -> None:
+        to_meta(self.model, [*self.head_keys, *self.tail_keys, *self.tail_tied])
+        _free(self.device)
+
     def close(self) -> None:
         pass
+
+
+def _tail_keys(model: nn.Module, checkpoint: Checkpoint) -> tuple[dict[str, str], dict[str, str]]:
+    """The output head's parameters that the head keys leave out: ``(model key -> checkpoint key, tied name ->
+    the input parameter's name)``. A head whose tensor the checkpoint does not store is tied by its config."""
+    output = model.get_output_embeddings()
+    if output is None:
+        return {}, {}
+    names = {id(module): name for name, module in model.named_modules()}
+    prefix = names[id(output)]
+    inputs = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)
+              if not name.startswith(prefix + ".")}
+    embedding = model.get_input_embeddings()
+    base_prefix = getattr(model, "base_model_prefix", "")
+    own, tied = {}, {}
+    for rel, param in output.named_parameters():
+        name = f"{prefix}.{rel}"
+        key = checkpoint_key(name, checkpoint, base_prefix)
+        if id(param) in inputs:
+            tied[name] = inputs[id(param)]
+        elif key is not None:
+            own[name] = key
+        elif hasattr(embedding, rel):  # not stored: tied to the input embedding (tie_word_embeddings), tied on load
+            tied[name] = f"{names[id(embedding)]}.{rel}"
+        else:
+            raise ValueError(f"checkpoint {checkpoint.model_dir} has no tensor for the LM head's {name}")
+    return own, tied
 
 
 def _head_keys(model: nn.Module, prefix: str, checkpoint: Checkpoint, missing: list[str]) -> dict[str, str]:

@@ -76,6 +76,19 @@ def rename_map(names: Sequence[str], prefix: str, kept_blocks: Sequence[int]) ->
     return out
 
 
+def _fold_into(shard: dict, names, renames: dict, prefix: str, fold) -> None:
+    """Replace, in ``shard`` (new name -> tensor), each kept block tensor that ``fold`` changes."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.(.*)", re.S)
+    for n in names:
+        m = pattern.fullmatch(n)
+        if m is None:
+            continue
+        old = shard[renames[n]]
+        new = fold(int(m.group(1)), m.group(2), old)
+        if new is not None:
+            shard[renames[n]] = new.to(device="cpu", dtype=old.dtype).contiguous()
+
+
 def _shard_name(i: int, n: int) -> str:
     return f"model-{i:05d}-of-{n:05d}.safetensors"
 
@@ -83,7 +96,7 @@ def _shard_name(i: int, n: int) -> str:
 def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *, report=None,
                             overwrite: bool = False, tokenizer_dir=None, plots: dict | None = None,
                             protect=(), trust_remote_code: bool = False,
-                            replaced: dict | None = None) -> Path:
+                            replaced: dict | None = None, fold=None) -> Path:
     """Write ``model_dir`` without ``removed_blocks`` to ``out_dir``, one shard in memory at a time.
 
     The result loads with ``AutoModelForCausalLM.from_pretrained`` and holds the same
@@ -111,8 +124,13 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
     plots : mapping of file name to callable or bytes, optional
         As in :func:`miprun.save.save_pruned`: each callable writes its file at the path it is given.
     replaced : mapping of checkpoint key to tensor, optional
-        Tensors written instead of the input's (a heal folded into a kept block), cast to
-        the stored tensor's dtype; every key must be one that is kept.
+        Tensors written instead of the input's, cast to the stored tensor's dtype; every key
+        must be one that is kept.
+    fold : callable, optional
+        ``fold(block, name, tensor) -> tensor or None``: for each tensor of a kept block
+        (its index in the input, its name inside the block, the stored tensor), what to write
+        instead (cast to the stored dtype), or None to keep it; a heal's
+        :meth:`~miprun.heal.fit.Healing.fold_tensor`.
 
     Returns
     -------
@@ -155,6 +173,8 @@ def write_pruned_checkpoint(model_dir, removed_blocks: Sequence[int], out_dir, *
             names = [n for n in renames if checkpoint.tensors[n].file == f]
             tensors = checkpoint.load(names)
             shard = {renames[n]: tensors.pop(n) for n in names}
+            if fold is not None:
+                _fold_into(shard, names, renames, prefix, fold)
             for n in names:
                 if n in replaced:
                     old = shard[renames[n]]

@@ -4,23 +4,31 @@ Every MI estimator and reduction scores the model once; on each table run
 Fast-Block-Select (MI-PRUN), ``optimal`` (the exact minimum of the additive damage) and
 ``greedy`` (the best single blocks). The baselines score their own statistic: ShortGPT
 (Block Influence, ``cosine``) and Gromov et al. (``angular``); ``random`` draws a seeded
-subset. When there are few subsets (``C(T, N) <= oracle_limit``) the exhaustive *oracle*
-measures the perplexity of every one and keeps the best: the ground truth the others are
-judged against. Each distinct plan is pruned (on a copy) and evaluated once, the same way for
-all: perplexity on the evaluation texts and, optionally, zero-shot tasks.
+subset. The measured rows choose by measuring plans on the held-back calibration windows,
+as ``prune`` does: ``default`` is what ``miprun prune`` does by default (Fast-Block-Select on
+the hist table, verified with its portfolio and refined by measured swaps), ``sleb`` is
+SLEB's search. When there are few subsets (``C(T, N) <= oracle_limit``) the exhaustive
+*oracle* measures the perplexity of every one on the first evaluation text and keeps the
+best: the ground truth the others are judged against.
+
+Every plan is then evaluated the same way: each evaluation text is cut into windows of
+``seq_len`` tokens and every distinct plan (healed or not) is measured on them by one
+:class:`~miprun.measure.Measurer` (held-out perplexity, and the KL divergence from the
+unpruned model), in sweeps over the blocks that share what the plans share. So the whole
+comparison runs wherever the weights are: in memory, streamed from the shards, spread by a
+device map, across ``torchrun`` processes. Zero-shot tasks and sliding-window perplexity
+(``stride``) need the model in memory: each plan prunes a copy (:mod:`miprun.pipeline.compare_eval`).
 
 With ``heals`` (``scale``, ``linear``), every selector's plan is also evaluated healed
-(:mod:`miprun.heal`, fitted on the calibration tokens), one more row per heal.
-
-``num_remove`` may be a list of block counts: every table is scored once, up to the longest
-run the largest count needs, and every selector runs at every count (one row per selector
-and count), so that perplexity and accuracy can be drawn against the share of blocks
-removed (:mod:`miprun.pipeline.compare_report`).
+(:mod:`miprun.heal`, fitted on the calibration windows as ``prune --heal`` does), one more row
+per heal. ``num_remove`` may be a list of block counts: every table is scored once, up to
+the longest run the largest count needs, and every selector runs at every count (one row per
+selector and count), so that perplexity and accuracy can be drawn against the share of
+blocks removed (:mod:`miprun.pipeline.compare_report`).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import math
@@ -30,23 +38,32 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from miprun.evaluate.perplexity import perplexity
-from miprun.evaluate.zeroshot import evaluate_tasks
-from miprun.heal.fit import heal_cuts
-from miprun.heal.options import HealOptions
-from miprun.mi import REDUCTIONS
-from miprun.models.blocks import find_blocks
-from miprun.output.surgery import remove_blocks
-from miprun.scoring.score import score_blocks
-from miprun.selection.select import select
 
-__all__ = ["MI_VARIANTS", "MI_SELECTORS", "CompareRow", "CompareResult", "compare", "parse_variants", "check_counts"]
+from miprun.calibration.split import WindowSplit, split_windows
+from miprun.hidden.options import ExecutionOptions
+from miprun.hidden.runner import as_source
+from miprun.measure import Measurer
+from miprun.mi import REDUCTIONS
+from miprun.pipeline.compare_eval import PlanEvaluator
+from miprun.scoring.options import ScoringOptions
+from miprun.scoring.score import score_tokens
+from miprun.selection.measured import Measured
+from miprun.selection.options import AUTO_REFINE, AUTO_SCREEN, AUTO_VERIFY, CONFIRM, DEFAULT_CRITERION
+from miprun.selection.select import select
+from miprun.selection.sleb import sleb
+from miprun.selection.verify import companion_runs, verify
+
+__all__ = ["MI_VARIANTS", "MI_SELECTORS", "MEASURED_ROWS", "CompareRow", "CompareResult", "compare",
+           "parse_variants", "check_counts"]
 
 #: (estimator, reduction) pairs scored for the MI selectors.
 MI_VARIANTS = (("hist", "pooled"), ("hist", "per_dim"), ("ksg", "pooled"), ("ksg", "per_dim"),
                ("ksg", "projection"), ("gaussian", "pooled"), ("gaussian", "per_dim"))
 #: Selectors run on every MI table.
 MI_SELECTORS = ("fast_block_select", "optimal", "greedy")
+#: Rows chosen by measuring plans on the held-back calibration windows: ``prune``'s default, and SLEB.
+#: ``default`` may name its criterion and turn screening off: ``default:loss``, ``default:kl:full``.
+MEASURED_ROWS = ("default", "sleb")
 
 
 @dataclass
@@ -56,21 +73,24 @@ class CompareRow:
     Attributes
     ----------
     method : str
-        Row label, e.g. ``fast_block_select[hist/pooled]``, ``shortgpt``, ``oracle``.
+        Row label, e.g. ``fast_block_select[hist/pooled]``, ``shortgpt``, ``default``, ``oracle``.
     selector : str
     estimator, reduction : str or None
     removed : list[int]
         Blocks removed (0-based, sorted).
     perplexity : dict[str, float]
         Per evaluation text (label -> perplexity).
+    kl : dict[str, float]
+        Per evaluation text, the mean KL divergence (nats per token) of the pruned model's
+        next-token distribution from the unpruned model's.
     tasks : dict[str, float]
         Per task, accuracy (``acc``) in [0, 1].
     score_s : float
         Seconds spent scoring the table this row's selector read (shared by the rows of that table).
     select_s : float
-        Seconds of the selection itself (the oracle: of evaluating every subset).
+        Seconds of the selection itself (measured rows: with their measurements).
     evaluations : int
-        Distinct scores the selector read (the oracle: subsets evaluated).
+        Distinct scores the selector read (measured rows and the oracle: plans measured).
     objective : float or None
         Additive damage of the plan under its own table (sum over removed runs of
         ``1 - normalised score``); None where it has no table.
@@ -88,6 +108,7 @@ class CompareRow:
     reduction: str | None
     removed: list[int]
     perplexity: dict[str, float] = field(default_factory=dict)
+    kl: dict[str, float] = field(default_factory=dict)
     tasks: dict[str, float] = field(default_factory=dict)
     score_s: float = 0.0
     select_s: float = 0.0
@@ -123,9 +144,11 @@ class CompareResult:
 
 
 def parse_variants(text: str | None) -> tuple[tuple[str, str], ...]:
-    """``"hist:pooled,ksg:per_dim"`` -> pairs; None -> :data:`MI_VARIANTS`."""
+    """``"hist:pooled,ksg:per_dim"`` -> pairs; None -> :data:`MI_VARIANTS`; ``""`` or ``"none"`` -> no MI table."""
     if text is None:
         return MI_VARIANTS
+    if text.strip().lower() in ("", "none"):
+        return ()
     out = []
     for item in text.split(","):
         item = item.strip()
@@ -140,47 +163,6 @@ def parse_variants(text: str | None) -> tuple[tuple[str, str], ...]:
     if not out:
         raise ValueError(f"--estimators {text!r} names no estimator")
     return tuple(dict.fromkeys(out))
-
-
-class _Evaluator:
-    """Prune a copy of the model and evaluate it, once per distinct plan."""
-
-    def __init__(self, model, tokenizer, eval_ids: dict[str, torch.Tensor], *, seq_len: int, stride: int | None,
-                 ppl_batch_size: int, tasks, limit, data_dir, task_batch_size: int, seed: int,
-                 calibration: torch.Tensor | None = None, batch_size: int = 8):
-        self.model, self.tokenizer, self.eval_ids = model, tokenizer, eval_ids
-        self.calibration, self.batch_size = calibration, batch_size
-        self.seq_len, self.stride, self.ppl_batch_size = seq_len, stride, ppl_batch_size
-        self.tasks, self.limit, self.data_dir = tasks, limit, data_dir
-        self.task_batch_size, self.seed = task_batch_size, seed
-        self.cache: dict[tuple, tuple[dict, dict]] = {}
-        self.cuts: dict[tuple, list] = {}  # (blocks, heal) -> what the heal did to each cut
-
-    def __call__(self, removed: Sequence[int], heal: str | None = None) -> tuple[dict, dict]:
-        blocks = tuple(sorted(int(b) for b in removed))
-        key = (blocks, heal)
-        if key not in self.cache:
-            pruned = self.model
-            if blocks:
-                pruned = copy.deepcopy(self.model)
-                if heal is not None:  # fitted on the calibration tokens, as prune --heal does
-                    options = HealOptions(heal=heal)
-                    fit, held = options.split(self.calibration)
-                    report = heal_cuts(pruned, list(blocks), fit, held, options=options,
-                                       batch_size=self.batch_size).report
-                    self.cuts[key] = [{k: c[k] for k in ("removed", "method", "reason")} for c in report["cuts"]]
-                remove_blocks(pruned, list(blocks))
-            ppl = {name: perplexity(pruned, ids, seq_len=self.seq_len, stride=self.stride,
-                                    batch_size=self.ppl_batch_size).perplexity
-                   for name, ids in self.eval_ids.items()}
-            acc = {}
-            if self.tasks:
-                res = evaluate_tasks(pruned, self.tokenizer, self.tasks, data_dir=self.data_dir, limit=self.limit,
-                                     batch_size=self.task_batch_size, seed=self.seed)
-                acc = {name: r.metrics.get("acc", float("nan")) for name, r in res.items()}
-            del pruned
-            self.cache[key] = (ppl, acc)
-        return self.cache[key]
 
 
 def check_counts(num_remove, num_blocks: int | None = None) -> list[int]:
@@ -205,23 +187,43 @@ def check_counts(num_remove, num_blocks: int | None = None) -> list[int]:
     return [int(n) for n in counts]
 
 
+@dataclass
+class _Setup:
+    """What every step of a comparison shares."""
+
+    source: object
+    calibration: torch.Tensor
+    split: WindowSplit
+    seed: int
+    max_samples: int | None
+    batch_size: int
+    criterion: str
+    data_parallel: object
+    say: Callable[[str], None]
+    tables: dict = field(default_factory=dict)
+    measurer: object = None
+
+
 def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int | Sequence[int], *,
             eval_ids: dict[str, torch.Tensor],
             seq_len: int, stride: int | None = None, ppl_batch_size: int = 1,
             variants: Sequence[tuple[str, str]] = MI_VARIANTS, tasks=None, limit: int | None = None,
             data_dir=None, task_batch_size: int = 8, oracle_limit: int = 64, seed: int = 0,
             max_samples: int | None = None, batch_size: int = 8, heals: Sequence[str] = (),
-            log: Callable[[str], None] | None = None) -> CompareResult:
+            measured: Sequence[str] = MEASURED_ROWS, criterion: str = DEFAULT_CRITERION, held_back: float = 0.25,
+            data_parallel=None, log: Callable[[str], None] | None = None) -> CompareResult:
     """Run every selector on the same model and calibration tokens and evaluate each pruned model.
 
     Parameters
     ----------
-    model : transformers.PreTrainedModel
-        The model to prune; it is never modified (each plan prunes a deep copy).
+    model : transformers.PreTrainedModel or BlockSource
+        The model to prune, never modified: loaded in memory, or a block source
+        (:func:`miprun.hidden.sources.open_source`: streamed, device map).
     tokenizer : transformers tokenizer
         For zero-shot tasks (may be None without ``tasks``).
     calibration : LongTensor, shape (n_samples, calib_seq_len)
-        Calibration token ids, shared by every estimator.
+        Calibration token ids, shared by every estimator; the last ``held_back`` share is
+        held back for the measured rows and the heals' checks (:mod:`miprun.calibration.split`).
     num_remove : int or sequence of int
         Blocks to remove, or several counts (positive, distinct, below the number of
         blocks): each table is scored once, up to the largest count's runs, and every
@@ -229,11 +231,13 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int | Seque
     eval_ids : dict[str, LongTensor of shape (n_tokens,)]
         Evaluation texts, tokenised (label -> ids); the first one is the oracle's criterion.
     seq_len, stride, ppl_batch_size
-        The perplexity protocol (:func:`miprun.evaluate.perplexity`).
+        The perplexity protocol: non-overlapping windows of ``seq_len`` tokens, measured by
+        the measurer; a ``stride`` (the sliding window of :func:`miprun.evaluate.perplexity`)
+        needs the model in memory.
     variants : sequence of (estimator, reduction)
         MI tables to score; each is read by every selector of :data:`MI_SELECTORS`.
     tasks, limit, data_dir, task_batch_size
-        Optional zero-shot tasks (:func:`miprun.zeroshot.evaluate_tasks`).
+        Optional zero-shot tasks (:func:`miprun.evaluate.zeroshot.evaluate_tasks`); need the model in memory.
     oracle_limit : int
         The oracle runs when ``C(T, N)`` is at most this (0: never).
     seed : int
@@ -241,126 +245,157 @@ def compare(model, tokenizer, calibration: torch.Tensor, num_remove: int | Seque
     max_samples : int, optional
         KSG subsample size (default: the estimator's).
     batch_size : int
-        Calibration samples per forward pass while scoring.
+        Windows per block call while scoring and measuring.
     heals : sequence of str
         Heals (``scale``, ``linear``) each selector's plan is also evaluated with, one row
         each (``<method>+heal:<name>``).
+    measured : sequence of str
+        Measured rows: ``default`` (optionally ``default:kl`` or ``default:loss`` for its
+        criterion, and ``:full`` for no screening) and ``sleb`` (``()``: none; then every
+        window is scored).
+    criterion : {"kl", "loss"}
+        What a plain ``default`` row's verify and refine rank plans by.
+    held_back : float
+        Share of the calibration windows held back (as ``prune``'s ``held_back``).
+    data_parallel : DataParallel, optional
+        ``torchrun``: every process scores and measures its share; all get the same rows.
     log : callable, optional
         Receives one progress line per step.
-
-    Returns
-    -------
-    CompareResult
     """
-
     say = log or (lambda _msg: None)
-    if not eval_ids:
-        raise ValueError("compare needs at least one evaluation text (eval_ids)")
-    total = len(find_blocks(model)[0])
-    counts = check_counts(num_remove, total)
-    longest = max(counts)
-    device = next(model.parameters()).device
-    heals = tuple(dict.fromkeys(heals))
-    for h in heals:
-        if h not in ("scale", "linear"):
-            raise ValueError(f"heals: {h!r} is not a heal; choose from scale, linear")
-    evaluate = _Evaluator(model, tokenizer, eval_ids, seq_len=seq_len, stride=stride,
-                          ppl_batch_size=ppl_batch_size, tasks=tasks, limit=limit, data_dir=data_dir,
-                          task_batch_size=task_batch_size, seed=seed, calibration=calibration, batch_size=batch_size)
-
-    def scored(estimator: str, reduction: str, max_run: int):
-        t0 = time.perf_counter()
-        table = score_blocks(model, calibration, estimator=estimator, reduction=reduction, max_run=max_run,
-                             seed=seed, max_samples=max_samples, batch_size=batch_size, device=device,
-                             progress=False)
-        return table, time.perf_counter() - t0
-
-    base_ppl, base_acc = evaluate([])
-    baseline = CompareRow(method="unpruned", selector="none", estimator=None, reduction=None, removed=[],
-                          perplexity=base_ppl, tasks=base_acc, num_remove=0)
-    say(f"{'unpruned':<36} perplexity {_first(base_ppl):.4f}")
-    rows: list[CompareRow] = []
-    tables: dict[str, dict] = {}
-    # each table once, scored where the first count reads it, up to the runs the largest count needs
-    jobs = [(f"{e}/{r}", e, r, longest, MI_SELECTORS) for e, r in variants]
-    jobs += [("cosine", "cosine", "pooled", 1, ("shortgpt",)), ("angular", "angular", "pooled", longest, ("gromov",))]
-    done: dict[str, tuple] = {}
-    subsets = []
+    source = as_source(model)
+    _check(source, eval_ids, heals, measured, tasks, stride)
+    counts = check_counts(num_remove, source.num_blocks)
+    split = split_windows(int(calibration.shape[0]), held_back, score_held_back=not measured)
+    setup = _Setup(source, calibration, split, seed, max_samples, batch_size, criterion, data_parallel, say)
+    evaluator = PlanEvaluator(source, tokenizer, eval_ids, seq_len=seq_len, stride=stride,
+                              ppl_batch_size=ppl_batch_size, tasks=tasks, limit=limit, data_dir=data_dir,
+                              task_batch_size=task_batch_size, seed=seed, batch_size=batch_size,
+                              data_parallel=data_parallel)
+    rows, subsets = [], []
     for count in counts:
-        for label, estimator, reduction, max_run, selectors in jobs:
-            if label not in done:
-                done[label] = scored(estimator, reduction, max_run)
-                tables[label] = done[label][0].to_dict()
-                say(f"scored {label} in {done[label][1]:.2f} s")
-            table, score_s = done[label]
-            for selector in selectors:
-                method = f"{selector}[{label}]" if selectors is MI_SELECTORS else selector
-                red = reduction if selectors is MI_SELECTORS else None
-                rows.append(_selector_row(method, table, selector, count, score_s, red, evaluate, say))
-                rows += [_healed_row(rows[-1], h, evaluate, say) for h in heals]
-        rows.append(_random_row(total, count, seed, evaluate, say))
-        n_subsets = math.comb(total, count)
-        subsets.append(n_subsets)
-        if 0 < n_subsets <= oracle_limit:
-            rows.append(_oracle_row(total, count, evaluate, say))
+        rows += _rows_for(setup, variants, measured, count, max(counts))
+        subsets.append(math.comb(source.num_blocks, count))
+        if 0 < subsets[-1] <= oracle_limit:
+            rows.append(CompareRow(method="oracle", selector="exhaustive_perplexity", estimator=None, reduction=None,
+                                   removed=[], evaluations=subsets[-1], num_remove=count))
         else:
-            say(f"oracle skipped: C({total}, {count}) = {n_subsets} subsets > oracle_limit={oracle_limit}")
+            say(f"oracle skipped: C({source.num_blocks}, {count}) = {subsets[-1]} subsets > "
+                f"oracle_limit={oracle_limit}")
+    rows += _healed_rows(setup, evaluator, rows, tuple(dict.fromkeys(heals)))
+    baseline = CompareRow(method="unpruned", selector="none", estimator=None, reduction=None, removed=[],
+                          num_remove=0)
+    evaluator.evaluate(baseline, rows, say)
     single = len(counts) == 1
-    settings = {"num_blocks": total, "num_remove": counts[0] if single else counts, "counts": counts,
-                "seq_len": seq_len, "stride": stride,
-                "calibration_shape": list(calibration.shape), "variants": [list(v) for v in variants],
-                "tasks": tasks, "limit": limit, "oracle_limit": oracle_limit, "heals": list(heals),
-                "subsets": subsets[0] if single else subsets, "seed": seed,
+    settings = {"num_blocks": source.num_blocks, "num_remove": counts[0] if single else counts, "counts": counts,
+                "seq_len": seq_len, "stride": stride, "calibration_shape": list(calibration.shape),
+                "calibration_split": split.to_dict(), "variants": [list(v) for v in variants], "measured":
+                list(measured), "criterion": criterion, "tasks": tasks, "limit": limit, "oracle_limit": oracle_limit,
+                "heals": list(dict.fromkeys(heals)), "subsets": subsets[0] if single else subsets, "seed": seed,
                 "eval_texts": {k: int(v.numel()) for k, v in eval_ids.items()},
-                "oracle_criterion": next(iter(eval_ids))}
+                "oracle_criterion": next(iter(eval_ids)), "placement": source.kind, "measurements": evaluator.cost()}
+    tables = {label: table.to_dict() for label, (table, _) in setup.tables.items()}
     return CompareResult(rows=rows, baseline=baseline, tables=tables, settings=settings)
 
 
-def _selector_row(method, table, selector, num_remove, score_s, reduction, evaluate, say) -> CompareRow:
-    """One selector's plan on one table, and how its pruned model did."""
+def _check(source, eval_ids, heals, measured, tasks, stride) -> None:
+    if not eval_ids:
+        raise ValueError("compare needs at least one evaluation text (eval_ids)")
+    for h in heals:
+        if h not in ("scale", "linear"):
+            raise ValueError(f"heals: {h!r} is not a heal; choose from scale, linear")
+    for m in measured:
+        measured_spec(m, DEFAULT_CRITERION)
+    if (tasks or stride is not None) and not source.holds_model:
+        what = "zero-shot tasks" if tasks else "a sliding-window perplexity (stride)"
+        raise ValueError(f"{what} evaluate a pruned copy of the model held in memory; the model is "
+                         f"{source.kind.replace('_', ' ')}: drop --offload / --device-map, or drop "
+                         f"{'--tasks' if tasks else '--stride'}")
+
+
+def measured_spec(name: str, criterion: str) -> tuple[str, str, bool]:
+    """A measured row's name read as ``(row, criterion, screen)``: ``default[:kl|:loss][:full]`` or ``sleb``."""
+    row, *rest = name.split(":")
+    screen = "full" not in rest
+    named = [r for r in rest if r != "full"]
+    ok = (row == "default" and len(named) <= 1 and all(r in ("kl", "loss") for r in named)
+          and len(rest) == len(set(rest))) or (row == "sleb" and not rest)
+    if not ok:
+        raise ValueError(f"measured row {name!r} is not one of: default, default:kl, default:loss (each optionally "
+                         f"with :full, no screening), sleb")
+    return row, named[0] if named else criterion, screen
+
+
+def _table(setup: _Setup, label: str, estimator: str, reduction: str, max_run: int, companions=None):
+    """The score table of ``label``, scored once (on the scored windows), with the seconds it took."""
+    if label not in setup.tables:
+        t0 = time.perf_counter()
+        options = ScoringOptions(estimator=estimator, reduction=reduction, seed=setup.seed,
+                                 max_samples=setup.max_samples)
+        execution = ExecutionOptions(batch_size=setup.batch_size, device=str(setup.source.device)
+                                     if setup.source.holds_model else None)
+        scored = score_tokens(setup.source, setup.split.rows(setup.calibration, "scored"), options, execution,
+                              config=setup.source.config, max_run=max_run, progress=False, companions=companions,
+                              data_parallel=setup.data_parallel)
+        setup.tables[label] = (scored.table, time.perf_counter() - t0)
+        setup.say(f"scored {label} in {setup.tables[label][1]:.2f} s")
+    return setup.tables[label]
+
+
+def _rows_for(setup: _Setup, variants, measured, count: int, longest: int) -> list[CompareRow]:
+    """The plans of every selector at ``count`` blocks (evaluated later, all together)."""
+    rows = []
+    jobs = [(f"{e}/{r}", e, r, longest, MI_SELECTORS) for e, r in variants]
+    jobs += [("cosine", "cosine", "pooled", 1, ("shortgpt",)), ("angular", "angular", "pooled", longest, ("gromov",))]
+    for label, estimator, reduction, max_run, selectors in jobs:
+        table, score_s = _table(setup, label, estimator, reduction, max_run)
+        for selector in selectors:
+            t0 = time.perf_counter()
+            plan = select(table, count, selector=selector)
+            method = f"{selector}[{label}]" if selectors is MI_SELECTORS else selector
+            rows.append(_row(method, plan, count, score_s, time.perf_counter() - t0,
+                             reduction if selectors is MI_SELECTORS else None))
+    rows += [_measured_row(setup, name, count, longest) for name in measured]
+    removed = sorted(int(b) for b in np.random.default_rng(setup.seed).choice(setup.source.num_blocks, size=count,
+                                                                               replace=False))
+    rows.append(CompareRow(method=f"random(seed={setup.seed})", selector="random", estimator=None, reduction=None,
+                           removed=removed, num_remove=count))
+    return rows
+
+
+def _row(method: str, plan, count: int, score_s: float, select_s: float, reduction=None) -> CompareRow:
+    return CompareRow(method=method, selector=plan.selector, estimator=plan.estimator, reduction=reduction,
+                      removed=list(plan.removed), score_s=score_s, select_s=select_s,
+                      evaluations=int(plan.evaluations), objective=plan.objective, num_remove=count)
+
+
+def _measured_row(setup: _Setup, name: str, count: int, longest: int) -> CompareRow:
+    """``default`` (prune's default: Fast-Block-Select verified and refined) or ``sleb``, measured on the held-back
+    windows by one measurer shared across counts and rows."""
+    row, criterion, screen = measured_spec(name, setup.criterion)
+    if setup.measurer is None:
+        ids = setup.split.rows(setup.calibration, "measured")
+        setup.measurer = Measurer(setup.source, ids, batch_size=setup.batch_size, screen=max(1, round(
+            ids.shape[0] * AUTO_SCREEN)) if ids.shape[0] > 1 else 0, data_parallel=setup.data_parallel)
     t0 = time.perf_counter()
-    plan = select(table, num_remove, selector=selector)
-    select_s = time.perf_counter() - t0
-    ppl, acc = evaluate(plan.removed)
-    say(f"{method:<36} removes {plan.removed}  perplexity {_first(ppl):.4f}")
-    return CompareRow(method=method, selector=plan.selector, estimator=table.estimator, reduction=reduction,
-                      removed=list(plan.removed), perplexity=ppl, tasks=acc, score_s=score_s, select_s=select_s,
-                      evaluations=int(plan.evaluations), objective=plan.objective, num_remove=num_remove)
+    if row == "sleb":
+        plan = sleb(Measured(setup.measurer, criterion="loss"), setup.source.num_blocks, count)
+        return _row("sleb", plan, count, 0.0, time.perf_counter() - t0)
+    table, score_s = _table(setup, "default", "hist", "pooled", longest, companions=companion_runs(longest))
+    measured = Measured(setup.measurer, criterion=criterion)
+    plan = verify(table, count, measured, k=AUTO_VERIFY, refine_rounds=AUTO_REFINE, screen=screen, confirm=CONFIRM)
+    out = _row(name, plan, count, score_s, time.perf_counter() - t0, "pooled")
+    out.evaluations = measured.plans_measured
+    return out
 
 
-def _healed_row(row: CompareRow, heal: str, evaluate, say) -> CompareRow:
-    """The same plan as ``row``, healed with ``heal`` before its blocks are removed."""
-    ppl, acc = evaluate(row.removed, heal)
-    method = f"{row.method}+heal:{heal}"
-    say(f"{method:<36} removes {row.removed}  perplexity {_first(ppl):.4f}")
-    return dataclasses.replace(row, method=method, perplexity=ppl, tasks=acc, heal=heal,
-                               healed_cuts=evaluate.cuts.get((tuple(row.removed), heal), []))
-
-
-def _first(ppl: dict) -> float:
-    return next(iter(ppl.values()))
-
-
-def _random_row(total, num_remove, seed, evaluate, say) -> CompareRow:
-    t0 = time.perf_counter()
-    removed = sorted(int(b) for b in np.random.default_rng(seed).choice(total, size=num_remove, replace=False))
-    select_s = time.perf_counter() - t0
-    ppl, acc = evaluate(removed)
-    say(f"{'random':<36} removes {removed}  perplexity {_first(ppl):.4f}")
-    return CompareRow(method=f"random(seed={seed})", selector="random", estimator=None, reduction=None,
-                      removed=removed, perplexity=ppl, tasks=acc, select_s=select_s, num_remove=num_remove)
-
-
-def _oracle_row(total, num_remove, evaluate, say) -> CompareRow:
-    t0 = time.perf_counter()
-    best, best_ppl, n = None, math.inf, 0
-    for subset in itertools.combinations(range(total), num_remove):
-        ppl = _first(evaluate(subset)[0])
-        n += 1
-        if ppl < best_ppl:  # strict: ties keep the lexicographically first subset
-            best, best_ppl = list(subset), ppl
-    ppl, acc = evaluate(best)
-    say(f"{'oracle':<36} removes {best}  perplexity {best_ppl:.4f} ({n} subsets)")
-    return CompareRow(method="oracle", selector="exhaustive_perplexity", estimator=None, reduction=None,
-                      removed=best, perplexity=ppl, tasks=acc, select_s=time.perf_counter() - t0, evaluations=n,
-                      num_remove=num_remove)
+def _healed_rows(setup: _Setup, evaluator: PlanEvaluator, rows: list[CompareRow], heals) -> list[CompareRow]:
+    """Every non-random plan healed with each heal (fitted as ``prune --heal`` does), one row each."""
+    out = []
+    for heal in heals:
+        for row in [r for r in rows if r.selector not in ("random", "exhaustive_perplexity")]:
+            cuts = evaluator.heal(row.removed, heal, setup.calibration, setup.split)
+            out.append(dataclasses.replace(row, method=f"{row.method}+heal:{heal}", heal=heal, healed_cuts=cuts,
+                                           perplexity={}, kl={}, tasks={}))  # its own results, not the row's
+            setup.say(f"healed {out[-1].method}")
+    return out

@@ -51,19 +51,6 @@ class PruneOptions:
         self.selection.estimator_for(self.scoring.estimator)  # raises when the pair does not go together
         if self.execution.offload is True and self.output.out_dir is None:
             raise ValueError("offload=True writes the pruned checkpoint shard by shard: give out_dir (--out)")
-        placed = self.execution.offload is not False or self.execution.device_map is not None
-        verify = self.selection.verify
-        measures_loss = (self.selection.selector == "sleb" or verify not in ("auto", 0)
-                         or self.selection.refine not in ("auto", 0))
-        if measures_loss and placed:
-            what = "selector 'sleb'" if self.selection.selector == "sleb" else \
-                "verify" if verify not in ("auto", 0) else "refine"
-            raise ValueError(f"{what} measures the calibration loss of the whole model held in memory on one device: "
-                             f"drop offload (--offload) and device_map (--device-map)")
-        if self.heal.active and self.execution.device_map is not None:
-            raise ValueError(f"heal={self.heal.heal!r} folds its maps into a model held in memory on one device or "
-                             f"streamed from its shards (--offload), not one placed by a device map: drop "
-                             f"device_map (--device-map), or heal='none'")
         if self.heal.active and self.output.format == "gguf":
             raise ValueError(f"heal={self.heal.heal!r} changes the weights of the blocks before each cut, and "
                              f"format='gguf' copies the input's quantised tensors as they are: use format='hf' "
@@ -94,9 +81,8 @@ class PruneOptions:
 
     def resolved(self, n_windows: int) -> "PruneOptions":
         """These options with ``verify="auto"`` decided for ``n_windows`` calibration windows (see
-        :meth:`SelectionOptions.resolve`): on for a model held in memory, off when offloaded or mapped."""
-        in_memory = self.execution.offload is False and self.execution.device_map is None
-        selection = self.selection.resolve(in_memory=in_memory, n_windows=n_windows)
+        :meth:`SelectionOptions.resolve`)."""
+        selection = self.selection.resolve(n_windows=n_windows)
         return self if selection is self.selection else dataclasses.replace(self, selection=selection)
 
     def max_run(self, num_remove: int, num_blocks: int) -> int:

@@ -1,11 +1,15 @@
 """``prune``: score, select, remove and save, with every input checked before the long work.
 
 The flow, one function per step: :func:`_prepare` (options, model facts, output folder,
-calibration tokens: everything cheap and checkable), :func:`miprun.scoring.score.score_tokens`
-(one forward pass), :func:`miprun.select` (the plan), :func:`_heal` (optional: a map per cut
-fitted on the calibration tokens and folded into the block before it), :func:`_remove`
-(surgery in memory) and :func:`_write` (``save_pretrained``, or the streamed checkpoint
-rewritten shard by shard, with ``report.json`` written last inside the same atomic folder).
+calibration tokens split once: everything cheap and checkable),
+:func:`miprun.scoring.score.score_tokens` (one forward pass), :func:`_choose` (the plan: from
+the scores, measured by verify and refine, or SLEB's), :func:`_heal` (optional: a map per
+cut fitted on the calibration tokens), :func:`_check_plan` (the pruned, healed model measured
+against the unpruned one), :func:`_remove` (surgery in memory, the maps folded) and
+:func:`_write` (``save_pretrained``, or the checkpoint rewritten shard by shard with the maps
+folded as it is written, with ``report.json`` written last inside the same atomic folder).
+Every measurement goes through one :class:`~miprun.measure.Measurer` over the block source
+scoring opened: in memory, streamed or device-mapped alike.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import torch
 
 from miprun._native import core
 from miprun.calibration.resolve import resolve_calibration
-from miprun.evaluate.calibration_loss import CalibrationLoss
+from miprun.calibration.split import WindowSplit, split_windows
 from miprun.heal.fit import Healing, heal_cuts
+from miprun.measure import Measurer
 from miprun.models.gguf import check_placement as check_gguf_placement
 from miprun.models.loading import ModelInfo, inspect_model, load_tokenizer
 from miprun.output.plots import standard_plots
@@ -35,8 +40,11 @@ from miprun.pipeline.options import PruneOptions
 from miprun.scoring.distributed import DataParallel
 from miprun.scoring.score import score_tokens
 from miprun.scoring.table import ScoreTable
+from miprun.selection.measured import Measured
 from miprun.selection.plan import Plan
-from miprun.selection.select import select
+from miprun.selection.select import damage, select
+from miprun.selection.sleb import sleb
+from miprun.selection.verify import verify
 
 __all__ = ["PruneResult", "prune", "BrokenPlanError"]
 
@@ -129,13 +137,14 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
     t = time.perf_counter()
     prep = _prepare(model, calibration, options, tokenizer)
     options = options.resolved(int(prep.input_ids.shape[0]))  # verify="auto" decided, and recorded so
+    split = split_windows(int(prep.input_ids.shape[0]), options.calibration.held_back,
+                          score_held_back=not options.selection.measures_plans)
     timings["calibrate"] = time.perf_counter() - t
 
     main = data_parallel is None or data_parallel.is_main
-    score_ids, loss_ids = _split_for_loss(prep.input_ids, options)
     t = time.perf_counter()
-    scored = score_tokens(model, score_ids, options.scoring, options.execution, config=prep.info.config,
-                          max_run=options.max_run(prep.num_remove, prep.info.num_blocks),
+    scored = score_tokens(model, split.rows(prep.input_ids, "scored"), options.scoring, options.execution,
+                          config=prep.info.config, max_run=options.max_run(prep.num_remove, prep.info.num_blocks),
                           companions=options.selection.companions(prep.num_remove),
                           data_parallel=data_parallel, progress=progress and main)
     table, source = scored.table, scored.source
@@ -144,23 +153,16 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
     timings["score"] = time.perf_counter() - t - scored.load_s
 
     t = time.perf_counter()
-    oracle = _loss_oracle(source, loss_ids, options)
-    plan = select(table, prep.num_remove, loss=oracle, **options.selection.select_kwargs())
+    measurer = _measurer(source, prep.input_ids, split, options, data_parallel, progress and main)
+    plan = _choose(table, prep.num_remove, measurer, options)
     timings["select"] = time.perf_counter() - t
-    if oracle is not None:
-        timings["loss"] = oracle.seconds  # the forward passes of sleb / verify, part of "select"
-
-    check = _PlanCheck.start(source, prep.input_ids, options)
-    healed = _heal(source, plan, prep, options, data_parallel, progress and main, timings)
-    try:
-        checked = check.finish(plan) if check is not None else None
-    except BrokenPlanError:
-        if healed is not None:  # the caller's model in memory gets its weights back
-            healed.undo(source)
-        raise
+    healed = _heal(source, plan, prep, split, options, data_parallel, progress and main, timings)
+    checked = _check_plan(measurer, plan, healed, options, timings)
+    if healed is not None and source.holds_model:
+        healed.fold(source.blocks)
     pruned, described = _remove(source, plan, prep, timings)
     settings_out = {"model": prep.info.name, "num_remove": prep.num_remove, "calibration": prep.calibration,
-                    "options": options.to_dict()}
+                    "calibration_split": split.to_dict(), "options": options.to_dict()}
     if data_parallel is not None:
         settings_out["world_size"] = data_parallel.world_size
     out_dir = prep.out_dir if main else None  # the main process writes the one output
@@ -170,7 +172,7 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
     def report() -> dict:  # built once, last, so that it records the save time too
         if not built:
             built.append(build_report(plan, table, settings_out, timings, described, pruned_model=pruned))
-            built[0].update(_measured(plan, oracle, loss_ids is not None and loss_ids is not prep.input_ids))
+            built[0].update(_measured(plan, measurer))
             if healed is not None:
                 built[0]["heal"] = healed.report
             if checked is not None:
@@ -178,8 +180,7 @@ def prune(model, calibration, options: PruneOptions | None = None, *, tokenizer=
         return built[0]
 
     if out_dir is not None:
-        out_dir = _write(source, pruned, plan, table, prep, options, report, timings,
-                         replaced=healed.replaced if healed is not None else None)
+        out_dir = _write(source, pruned, plan, table, prep, options, report, timings, healed)
     return PruneResult(plan=plan, table=table, model=pruned, out_dir=out_dir, report=report(), timings=timings,
                        options=options)
 
@@ -239,69 +240,78 @@ def _model_tokenizer(info: ModelInfo, model, *, required: bool, trust_remote_cod
         return None  # token ids given: the checkpoint is saved without tokenizer files
 
 
-def _heal(source, plan: Plan, prep: _Prepared, options: PruneOptions, data_parallel: DataParallel | None,
-          progress: bool, timings: dict) -> Healing | None:
-    """Fit a map per cut (``options.heal``) and fold it: into the model in memory, or for the streamed writer.
+def _heal(source, plan: Plan, prep: _Prepared, split: WindowSplit, options: PruneOptions,
+          data_parallel: DataParallel | None, progress: bool, timings: dict) -> Healing | None:
+    """Fit a map per cut (``options.heal``), folding nothing yet.
 
-    The maps are fitted on every calibration window but the last ``heal_held_out`` share,
-    on which each map's residual is only measured. With data parallelism each process
-    fits on its share of the windows (the main one also holds the held-out ones) and the
-    sums are all-reduced, so every process folds the same maps.
+    The maps are fitted on the windows the split gives the heal and checked on the
+    held-back ones. With data parallelism each process fits on its share of the windows
+    (the main one also holds the held-back ones) and the sums are all-reduced, so every
+    process gets the same maps.
     """
     heal = options.heal
     if not heal.active:
         return None
     t = time.perf_counter()
-    fit_ids, held_ids = heal.split(prep.input_ids)
+    fit_ids, held_ids = split.rows(prep.input_ids, "heal_fit"), split.rows(prep.input_ids, "heal_check")
     reducer = None
     if data_parallel is not None and data_parallel.world_size > 1:
         fit_ids = data_parallel.shard(fit_ids).input_ids
         held_ids = held_ids if data_parallel.is_main else held_ids[:0]
         reducer = data_parallel.reducer
     healing = heal_cuts(source, plan.removed, fit_ids, held_ids, options=heal, reducer=reducer,
-                        batch_size=options.execution.batch_size, progress=progress)
+                        batch_size=options.execution.batch_size, progress=progress, fold=False)
     timings["heal"] = time.perf_counter() - t
     return healing
 
 
-@dataclass
-class _PlanCheck:
-    """The pruned model's perplexity against the dense one's, on the last eighth of the calibration windows.
+def _measurer(source, ids: torch.Tensor, split: WindowSplit, options: PruneOptions,
+              data_parallel: DataParallel | None, progress: bool) -> Measurer:
+    """The one measurer of the run: the held-back windows, over the block source scoring opened."""
+    measured = split.rows(ids, "measured")
+    return Measurer(source, measured, batch_size=options.execution.batch_size,
+                    screen=options.selection.screen_windows(int(measured.shape[0])),
+                    data_parallel=data_parallel, progress=progress)
 
-    Measured before anything is written, on the model in memory (the dense loss before a
-    heal changes its weights, the pruned one after, with the removed blocks bypassed); a
-    plan past ``max_ppl_ratio`` is refused with :class:`BrokenPlanError` (and a heal folded
-    into the caller's model is undone). These windows are also the ones ``verify`` chose the
-    plan on and the heal's held-out share: a sanity check against collapse, not an unbiased
-    estimate.
+
+def _choose(table: ScoreTable, num_remove: int, measurer: Measurer, options: PruneOptions) -> Plan:
+    """The plan: SLEB's measured search, the selector's plan verified and refined by measurement, or the scores'."""
+    selection = options.selection
+    if selection.selector == "sleb":
+        plan = sleb(Measured(measurer, criterion="loss"), table.num_blocks, num_remove)
+        plan.objective, plan.estimator = damage(plan.removed, table.normalised()), table.estimator
+        return plan
+    if selection.verify:
+        windows = int(measurer.windows())
+        return verify(table, num_remove, measurer, **selection.verify_kwargs(windows))
+    return select(table, num_remove, **selection.select_kwargs())
+
+
+def _check_plan(measurer: Measurer, plan: Plan, healed: Healing | None, options: PruneOptions,
+                timings: dict) -> dict | None:
+    """The pruned (and healed) model's perplexity on the held-back windows against the unpruned model's.
+
+    Measured before anything is written or folded; a plan past ``max_ppl_ratio`` is refused
+    with :class:`BrokenPlanError`. These windows are also the ones ``verify`` chose the plan
+    on and the heal's held-out ones: a sanity check against collapse, not an unbiased estimate.
     """
-
-    oracle: CalibrationLoss
-    dense: float
-    max_ratio: float
-
-    @classmethod
-    def start(cls, source, ids: torch.Tensor, options: PruneOptions) -> "_PlanCheck | None":
-        max_ratio = options.output.max_ppl_ratio
-        if max_ratio is None or math.isinf(max_ratio) or source.kind != "in_memory":
-            return None
-        n = int(ids.shape[0])
-        oracle = CalibrationLoss(source.model, ids[n - max(1, n // 8):], batch_size=options.execution.batch_size)
-        return cls(oracle, oracle(()), float(max_ratio))
-
-    def finish(self, plan: Plan) -> dict:
-        pruned = self.oracle(plan.removed)
-        out = {"windows": int(self.oracle.input_ids.shape[0]), "dense_perplexity": _exp(self.dense),
-               "pruned_perplexity": _exp(pruned), "ratio": _exp(pruned - self.dense), "max_ratio": self.max_ratio,
-               "seconds": self.oracle.seconds}
-        ratio = out["ratio"]
-        if not ratio <= self.max_ratio:
-            raise BrokenPlanError(
-                f"the plan {plan.removed} ({plan.selector}) breaks the model: perplexity {out['pruned_perplexity']:.4g} "
-                f"on the last {out['windows']} calibration windows against {out['dense_perplexity']:.4g} unpruned "
-                f"({ratio:.3g} x, over max_ppl_ratio {self.max_ratio:g}); nothing was written. Remove fewer blocks, "
-                f"measure candidates with verify (--verify 4), try another selector, or raise --max-ppl-ratio")
-        return out
+    max_ratio = options.output.max_ppl_ratio
+    if max_ratio is None or math.isinf(max_ratio):
+        return None
+    t = time.perf_counter()
+    candidate = healed.candidate(plan.removed) if healed is not None else tuple(plan.removed)
+    dense, pruned = measurer.measure([(), candidate])
+    timings["plan_check"] = time.perf_counter() - t
+    out = {"windows": measurer.windows(), "dense_perplexity": dense.perplexity, "pruned_perplexity":
+           pruned.perplexity, "ratio": _exp(pruned.loss - dense.loss), "kl": pruned.kl, "max_ratio": float(max_ratio),
+           "healed": healed is not None and bool(healed.maps)}
+    if not out["ratio"] <= max_ratio:
+        raise BrokenPlanError(
+            f"the plan {plan.removed} ({plan.selector}) breaks the model: perplexity {out['pruned_perplexity']:.4g} "
+            f"on the {out['windows']} held-back calibration windows against {out['dense_perplexity']:.4g} unpruned "
+            f"({out['ratio']:.3g} x, over max_ppl_ratio {max_ratio:g}); nothing was written. Remove fewer blocks, "
+            f"measure candidates with verify (--verify 4), try another selector, or raise --max-ppl-ratio")
+    return out
 
 
 def _exp(x: float) -> float:
@@ -313,7 +323,7 @@ def _remove(source, plan: Plan, prep: _Prepared, timings: dict) -> tuple[Any, di
     """Remove the plan's blocks from a model held in memory; describe the input for the report."""
     t = time.perf_counter()
     # streamed or device-mapped weights were never whole in memory: the checkpoint is rewritten from its shards
-    model = source.model if source.kind == "in_memory" else None
+    model = source.model if source.holds_model else None
     if model is None:
         config = prep.info.config
         described = {"path": str(prep.info.folder or prep.info.name),
@@ -326,7 +336,7 @@ def _remove(source, plan: Plan, prep: _Prepared, timings: dict) -> tuple[Any, di
 
 
 def _write(source, pruned, plan: Plan, table: ScoreTable, prep: _Prepared, options: PruneOptions, report,
-           timings: dict, replaced: dict | None = None) -> Path:
+           timings: dict, healed: Healing | None = None) -> Path:
     """Write the pruned checkpoint, plots and (last) the report into ``out_dir``, atomically."""
     t = time.perf_counter()
     figures = standard_plots(table, plan) if options.output.plots else None
@@ -342,49 +352,21 @@ def _write(source, pruned, plan: Plan, table: ScoreTable, prep: _Prepared, optio
     if pruned is None:
         return write_pruned_checkpoint(prep.info.folder, plan.removed, prep.out_dir, report=final_report,
                                        overwrite=overwrite, tokenizer_dir=prep.info.folder, plots=figures,
-                                       protect=prep.protect, replaced=replaced,
+                                       protect=prep.protect,
+                                       fold=healed.fold_tensor if healed is not None and healed.maps else None,
                                        trust_remote_code=options.execution.trust_remote_code)
     return save_pruned(pruned, prep.tokenizer, prep.out_dir, report=final_report, overwrite=overwrite,
                        source_dir=prep.info.folder, plots=figures, protect=prep.protect)
 
 
-def _split_for_loss(ids: torch.Tensor, options: PruneOptions) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The windows to score and those the loss is measured on (None: no loss is measured).
-
-    ``verify`` holds the last ``max(1, n // 4)`` windows back from scoring, so that plans
-    are measured on tokens the scores did not see; ``sleb`` reads no scores and measures
-    on every window (scoring them too, for the report's table).
-    """
-    selection = options.selection
-    if not selection.measures_loss:
-        return ids, None
-    if selection.selector == "sleb":
-        return ids, ids
-    n = int(ids.shape[0])
-    if n < 2:
-        raise ValueError(f"verify holds the last max(1, n // 4) calibration windows back from scoring to measure "
-                         f"plans on, so it needs at least 2 windows; got {n} (raise --n-samples)")
-    held = max(1, n // 4)
-    return ids[:n - held], ids[n - held:]
-
-
-def _loss_oracle(source, loss_ids: torch.Tensor | None, options: PruneOptions) -> CalibrationLoss | None:
-    if loss_ids is None:
-        return None
-    if source.kind != "in_memory":  # PruneOptions refuses offload and device maps; this is the last guard
-        raise ValueError(f"the calibration loss needs the model in memory, but its weights were {source.kind}")
-    return CalibrationLoss(source.model, loss_ids, batch_size=options.execution.batch_size)
-
-
-def _measured(plan: Plan, oracle: CalibrationLoss | None, held_back: bool) -> dict:
-    """``report["sleb"]`` or ``report["verify"]``: candidates, losses, forward passes, seconds."""
-    if oracle is None:
-        return {}
+def _measured(plan: Plan, measurer: Measurer) -> dict:
+    """``report["sleb"]`` or ``report["verify"]`` (candidates, values, what they cost) and ``report["measure"]``."""
+    out: dict = {"measure": measurer.summary()}
     kind = "sleb" if plan.selector == "sleb" else "verify"
     entries = [t for t in plan.trace if t.get("kind") == ("summary" if kind == "sleb" else "verify")]
-    out = dict(entries[-1]) if entries else {}
-    if kind == "sleb":
-        out["steps"] = [t for t in plan.trace if t.get("kind") == "step"]
-    out["loss_windows"] = "held back from scoring (the last max(1, n // 4))" if held_back else "all calibration windows"
-    out["oracle"] = oracle.summary()
-    return {kind: out}
+    if entries:
+        out[kind] = dict(entries[-1])
+        if kind == "sleb":
+            out[kind]["steps"] = [t for t in plan.trace if t.get("kind") == "step"]
+        out[kind]["windows"] = "held back from scoring (calibration_split.measured)"
+    return out

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from miprun.selection.select import SCALES, SELECTORS, companion_runs
+from miprun.selection.select import SCALES, SELECTORS
+from miprun.selection.verify import companion_runs
 from miprun.util.options import Options, check_choice, check_int
 
-__all__ = ["SelectionOptions", "BASELINE_ESTIMATORS", "SINGLE_BLOCK_SELECTORS", "AUTO_VERIFY", "AUTO_REFINE"]
+__all__ = ["SelectionOptions", "BASELINE_ESTIMATORS", "SINGLE_BLOCK_SELECTORS", "AUTO_VERIFY", "AUTO_REFINE",
+           "CRITERIA", "DEFAULT_CRITERION", "AUTO_SCREEN", "CONFIRM"]
 
 #: Baseline selectors read a table of their own distance, not MI.
 BASELINE_ESTIMATORS = {"shortgpt": "cosine", "gromov": "angular"}
@@ -20,6 +22,15 @@ AUTO_VERIFY = 2
 #: The rounds of ``refine="auto"`` where verify runs: measured swaps along the verified plan's
 #: runs (see the README for the evidence behind it).
 AUTO_REFINE = 3
+#: What measured plans are ranked by: ``kl`` (divergence of the next-token distribution from the
+#: unpruned model's) or ``loss`` (next-token cross-entropy on the windows' own tokens).
+CRITERIA = ("kl", "loss")
+#: The default criterion (see the README for the evidence behind it).
+DEFAULT_CRITERION = "kl"
+#: ``screen="auto"``: a quarter of the held-back windows (at least one) screen the candidates.
+AUTO_SCREEN = 0.25
+#: Candidates measured on every held-back window after screening.
+CONFIRM = 3
 
 
 @dataclass(frozen=True)
@@ -37,9 +48,9 @@ class SelectionOptions(Options):
         As :func:`miprun.select`.
     verify : int or "auto"
         0: off. ``K >= 1``: measure the selector's K best plans (and, with ``portfolio``,
-        the other cheap selectors' plans) by calibration loss and keep the best; not with
-        ``sleb``, which measures every step. As :func:`miprun.select`. ``"auto"`` (the
-        default): :data:`AUTO_VERIFY` where it can run (the model in memory, at least two
+        the other cheap selectors' plans) on the held-back windows and keep the best; not
+        with ``sleb``, which measures every step. As :func:`miprun.selection.verify.verify`.
+        ``"auto"`` (the default): :data:`AUTO_VERIFY` where it can run (at least two
         calibration windows, a selector other than ``sleb``), else 0; :meth:`resolve` decides.
     portfolio : bool
         With ``verify``: add the plans of :data:`miprun.selection.select.PORTFOLIO`, and of
@@ -50,6 +61,13 @@ class SelectionOptions(Options):
         With ``verify``: rounds of measured one-block swaps along the verified plan's runs
         (:func:`miprun.selection.refine.refine`); 0: off. ``"auto"`` (the default):
         :data:`AUTO_REFINE` where verify runs, else 0. A count with ``verify=0`` is refused.
+    criterion : str
+        One of :data:`CRITERIA`: what verify and refine rank measured plans by (default
+        :data:`DEFAULT_CRITERION`). SLEB always ranks by loss, as its paper does.
+    screen : int or "auto"
+        Held-back windows on which verify's candidates (and refine's growths and put-backs)
+        are measured first; only the best :data:`CONFIRM` candidates are then measured on
+        all of them. 0: off. ``"auto"``: :data:`AUTO_SCREEN` of the held-back windows.
     """
 
     num_remove: int | None = None
@@ -63,6 +81,8 @@ class SelectionOptions(Options):
     verify: int | str = "auto"
     portfolio: bool = True
     refine: int | str = "auto"
+    criterion: str = DEFAULT_CRITERION
+    screen: int | str = "auto"
 
     def __post_init__(self) -> None:
         if (self.num_remove is None) == (self.ratio is None):
@@ -91,30 +111,41 @@ class SelectionOptions(Options):
             if self.refine and (self.verify == 0 or self.selector == "sleb"):
                 raise ValueError(f"refine={self.refine} improves the plan verify chose by measured swaps: it needs "
                                  f"verify (--verify K or auto, not 0) and a selector other than sleb")
+        check_choice("criterion", self.criterion, CRITERIA)
+        if self.screen != "auto":
+            check_int("screen", self.screen, low=0)
         if self.verify != "auto" and self.verify and self.selector == "sleb":
             raise ValueError("selector 'sleb' measures the loss at every step already: verify applies to the other "
                              "selectors (drop --verify, or choose another selector)")
 
-    def resolve(self, *, in_memory: bool, n_windows: int) -> "SelectionOptions":
+    def resolve(self, *, n_windows: int) -> "SelectionOptions":
         """These options with ``verify="auto"`` decided (:data:`AUTO_VERIFY` where verify can run, else 0), and
         ``refine="auto"`` (:data:`AUTO_REFINE` where verify runs, else 0)."""
         verify = self.verify
         if verify == "auto":
-            can = in_memory and n_windows >= 2 and self.selector != "sleb"
-            verify = AUTO_VERIFY if can else 0
+            verify = AUTO_VERIFY if n_windows >= 2 and self.selector != "sleb" else 0
+        elif verify and n_windows < 2:
+            raise ValueError(f"verify holds calibration windows back from scoring to measure plans on, so it needs at "
+                             f"least 2 windows; got {n_windows} (raise --n-samples, or --verify 0)")
         refine = self._refine_for(verify)
         if refine and not verify:
-            raise ValueError(f"refine={refine} needs verify, which is off here (verify='auto' turns it off with the "
-                             f"model offloaded or mapped, or with fewer than 2 calibration windows): drop --refine")
+            raise ValueError(f"refine={refine} needs verify, which is off here (verify='auto' turns it off with "
+                             f"fewer than 2 calibration windows, or with selector sleb): drop --refine")
         if verify == self.verify and refine == self.refine:
             return self
         return self.replace(verify=verify, refine=refine)
 
     @property
-    def measures_loss(self) -> bool:
-        """Whether the plan needs the calibration loss of the model in memory (``sleb``, ``verify``)."""
+    def measures_plans(self) -> bool:
+        """Whether the plan is chosen by measuring plans (``sleb``, ``verify``), so scores skip the held-back windows."""
         self._check_resolved()
         return self.selector == "sleb" or self.verify > 0
+
+    def screen_windows(self, measured: int) -> int:
+        """Screening windows among ``measured`` held-back ones (0: no screening)."""
+        if self.screen == "auto":
+            return max(1, round(measured * AUTO_SCREEN)) if measured > 1 else 0
+        return min(self.screen, measured)
 
     def count(self, num_blocks: int) -> int:
         """The number of blocks to remove from a model of ``num_blocks`` blocks."""
@@ -159,11 +190,18 @@ class SelectionOptions(Options):
 
     def select_kwargs(self) -> dict:
         """Keyword arguments of :func:`miprun.select` (everything but the count)."""
-        self._check_resolved()
         return {"selector": self.selector, "scale": self.scale, "log_base": self.log_base,
                 "allow_touching": self.allow_touching, "max_iterations": self.max_iterations,
-                "max_subsets": self.max_subsets, "verify": self.verify, "portfolio": self.portfolio,
-                "refine": self._refine_for(self.verify)}
+                "max_subsets": self.max_subsets}
+
+    def verify_kwargs(self, measured_windows: int) -> dict:
+        """Keyword arguments of :func:`miprun.selection.verify.verify` (everything but the table, count and
+        measurer), for ``measured_windows`` held-back windows."""
+        self._check_resolved()
+        settings = self.select_kwargs()
+        return {"selector": settings.pop("selector"), "k": self.verify, "portfolio": self.portfolio,
+                "refine_rounds": self._refine_for(self.verify), "criterion": self.criterion,
+                "screen": self.screen_windows(measured_windows) > 0, "confirm": CONFIRM, **settings}
 
     def _refine_for(self, verify: int) -> int:
         """``refine`` with ``"auto"`` decided for a resolved ``verify``: :data:`AUTO_REFINE` where verify runs."""

@@ -20,17 +20,9 @@ more redundant, better to remove. The selectors:
     The single run of ``num_remove`` blocks with the least angular distance between its
     input and output (Gromov et al., 2024); needs a table scored with estimator
     ``"angular"`` and ``max_run >= num_remove``.
-``sleb``
-    SLEB's search (Song et al., 2024): remove one block at a time, the one whose removal
-    gives the lowest measured calibration loss; needs ``loss`` (no table).
-
-With ``verify=K``, any selector but ``sleb`` proposes its K best plans under its own
-objective and (``portfolio=True``) the plans of the other cheap selectors on the same
-table, plus the ShortGPT and Gromov plans on the table's companion ``cosine`` and
-``angular`` tables and the Fast-Block-Select and ``optimal`` plans on its companion pooled
-``gaussian`` table, when the scoring pass produced them (:data:`BASELINE_PORTFOLIO`,
-:data:`GAUSSIAN_PORTFOLIO`, :func:`companion_runs`); each is measured with ``loss`` and
-the lowest measured loss wins (see :func:`select`).
+With a measurer, the measured searches build on these: :func:`miprun.selection.verify.verify`
+(the selector's K best plans and the other selectors' plans, measured, then refined by
+measured swaps) and :func:`miprun.selection.sleb.sleb` (SLEB's search, Song et al., 2024).
 
 Every plan's ``objective`` is the additive damage of its runs, read from the table's
 normalised scores (None where the table does not hold all its runs, or for run scores given
@@ -42,31 +34,21 @@ from __future__ import annotations
 
 import math
 import operator
-import time
 import warnings
 from typing import Callable, Union
 
 import numpy as np
 
 from miprun._native import core
-from miprun.selection.kbest import kbest_column, kbest_fbs, kbest_single
 from miprun.selection.plan import Plan, runs_of
-from miprun.selection.refine import refine
-from miprun.selection.sleb import Loss, sleb
 from miprun.scoring.table import DISTANCE_ESTIMATORS, MI_ESTIMATORS, ScoreTable
 
-SELECTORS = ("fast_block_select", "optimal", "exhaustive", "greedy", "shortgpt", "gromov", "sleb")
-#: Selectors whose plans ``verify`` adds to a selector's own K best (``portfolio=True``): the
-#: cheap ones that read any table, so one scoring pass serves them all.
-PORTFOLIO = ("fast_block_select", "optimal", "greedy")
-#: The baselines ``verify`` also adds (``portfolio=True``), each read from the table's
-#: companion table of its own distance (selector -> estimator), scored in the same pass
-#: (see :func:`companion_runs`); skipped, with the reason, when the table carries none.
-BASELINE_PORTFOLIO = {"shortgpt": "cosine", "gromov": "angular"}
-#: MI selectors ``verify`` also runs on the companion pooled Gaussian MI table
-#: (``portfolio=True``): on Gemma-3 the Gaussian scores rank single blocks best, and their
-#: plans are candidates no hist-table selector proposes (benchmarks/RESULTS.md).
-GAUSSIAN_PORTFOLIO = ("fast_block_select", "optimal")
+#: Selectors that read a score table (or run scores on demand).
+TABLE_SELECTORS = ("fast_block_select", "optimal", "exhaustive", "greedy", "shortgpt", "gromov")
+#: Every selector: ``sleb`` measures plans instead (:func:`miprun.selection.sleb.sleb`).
+SELECTORS = TABLE_SELECTORS + ("sleb",)
+#: Keyword arguments ``select`` took before the measured searches had their own functions.
+_MOVED = {"loss": "verify/sleb", "verify": "verify", "portfolio": "verify", "refine": "verify"}
 SCALES = ("raw", "normalised")
 
 RunScore = Callable[[int, int], float]
@@ -84,10 +66,7 @@ def select(
     allow_touching: bool = True,
     max_iterations: int = 100,
     max_subsets: int = 50_000_000,
-    loss: Loss | None = None,
-    verify: int = 0,
-    portfolio: bool = True,
-    refine: int = 0,
+    **moved,
 ) -> Plan:
     """Choose ``num_remove`` blocks to remove.
 
@@ -103,7 +82,7 @@ def select(
     num_remove : int
         Number of blocks to remove, ``1 <= num_remove < num_blocks``.
     selector : str
-        One of :data:`SELECTORS`.
+        One of :data:`TABLE_SELECTORS`.
     num_blocks : int, optional
         Number of blocks of the model; required with a callable, checked against a table.
     scale : {"raw", "normalised"}
@@ -129,35 +108,10 @@ def select(
         a RuntimeWarning is issued and the trace's summary says ``converged: False``.
     max_subsets : int
         ``exhaustive`` refuses models with more subsets than this.
-    loss : callable, optional
-        ``loss(removed) -> float``: the calibration loss (mean next-token cross-entropy)
-        of the model with the blocks ``removed`` (a sorted tuple) bypassed;
-        :class:`miprun.evaluate.calibration_loss.CalibrationLoss` is one. Required by
-        ``sleb`` (then ``scores`` may be None, with ``num_blocks``) and by ``verify``.
-    verify : int
-        0: off. ``K >= 1``: build candidate plans, the ``K`` best under the selector's own
-        objective (``optimal``/``exhaustive``: exact K-best dynamic programme of the
-        additive damage; ``greedy``/``shortgpt``: the K subsets with the largest summed
-        single scores; ``gromov``: the K best single runs; ``fast_block_select``: the K
-        best one-run-per-group choices among the runs its final pass scored, by their
-        summed actual scores, its own plan first), plus with ``portfolio`` the plans of
-        :data:`PORTFOLIO` on the same table, of :data:`BASELINE_PORTFOLIO`
-        (``shortgpt``, ``gromov``) on the table's companion ``cosine`` / ``angular``
-        tables and of :data:`GAUSSIAN_PORTFOLIO` on its companion ``gaussian`` table
-        (source ``name@gaussian``), where it carries them (scored in the same pass, see
-        :func:`companion_runs`); measure each distinct plan once with ``loss`` and keep
-        the lowest (ties: the earlier candidate, the selector's own plan first). Needs a
-        ScoreTable. Every candidate (``source``: the selector that proposed it; ``sources``:
-        every proposer, ``name#rank``), its loss and the skipped portfolio members with the
-        reason are in the trace entry ``{"kind": "verify", ...}``.
-    portfolio : bool
-        With ``verify``: add the other cheap selectors' plans and the baselines' plans
-        from the companion tables (default True).
-    refine : int
-        With ``verify``: after the best candidate is chosen, up to ``refine`` rounds of
-        measured one-block swaps along its runs (:func:`miprun.selection.refine.refine`);
-        the refined plan joins the candidates (source ``refine``) when it measures better,
-        and the trace entry's ``refine`` records every swap measured. 0: off (default).
+    **moved
+        ``loss``, ``verify``, ``portfolio``, ``refine``: moved to
+        :func:`miprun.selection.verify.verify` and :func:`miprun.selection.sleb.sleb`, which
+        measure plans; given here, a TypeError says where.
 
     Returns
     -------
@@ -190,66 +144,35 @@ def select(
     ImportError
         When the native core ``miprun._core`` is not built.
     """
-    if selector not in SELECTORS:
-        raise ValueError(f"selector={selector!r} is unknown; choose one of {SELECTORS}")
+    if moved:
+        names = sorted(moved)
+        unknown = [n for n in names if n not in _MOVED]
+        if unknown:
+            raise TypeError(f"select() got unexpected keyword arguments {unknown}")
+        raise TypeError(f"select() chooses from the scores alone; {', '.join(names)} moved to the measured searches: "
+                        f"miprun.verify(table, num_remove, measurer, ...) and miprun.sleb(measurer, num_blocks, "
+                        f"num_remove), with a miprun.Measurer (or a loss callable)")
+    if selector == "sleb":
+        raise ValueError("selector 'sleb' measures plans instead of reading scores: use "
+                         "miprun.sleb(measurer, num_blocks, num_remove)")
+    if selector not in TABLE_SELECTORS:
+        raise ValueError(f"selector={selector!r} is unknown; choose one of {TABLE_SELECTORS}")
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r} is unknown; choose one of {SCALES}")
-    if isinstance(verify, bool) or not isinstance(verify, int) or verify < 0:
-        raise ValueError(f"verify must be an int >= 0 (0: off), got {verify!r}")
-    if not isinstance(portfolio, bool):
-        raise ValueError(f"portfolio must be True or False, got {portfolio!r}")
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-        raise ValueError(f"refine must be an int >= 0 (0: off), got {refine!r}")
-    if refine and not verify:
-        raise ValueError(f"refine={refine} improves the plan verify chose by measured swaps: it needs verify >= 1")
-    if (selector == "sleb" or verify) and not callable(loss):
-        what = "selector 'sleb'" if selector == "sleb" else f"verify={verify}"
-        raise ValueError(f"{what} measures plans by their calibration loss: pass loss=callable(removed) -> float "
-                         f"(miprun.prune builds it from the model in memory)")
     table = scores if isinstance(scores, ScoreTable) else None
-    if selector == "sleb":
-        if verify:
-            raise ValueError("selector 'sleb' measures every step already: verify does not apply to it")
-        if table is None and scores is not None:
-            raise ValueError(f"selector 'sleb' reads no run scores: give a ScoreTable (for the plan's objective) "
-                             f"or None with num_blocks, got {type(scores).__name__}")
-        total = _num_blocks(table, num_blocks)
-        plan = sleb(loss, total, _check_num_remove(num_remove, total))
-        if table is not None:
-            plan.objective = damage(plan.removed, table.normalised())
-            plan.estimator = table.estimator
-        return plan
     if table is None and not callable(scores):
         raise ValueError(f"scores must be a ScoreTable or a callable (start, length) -> float, "
                          f"got {type(scores).__name__}")
-    if verify and table is None:
-        raise ValueError("verify compares plans of a score table: give a ScoreTable, not a callable")
     total = _num_blocks(table, num_blocks)
-    num_remove = _check_num_remove(num_remove, total)
-    settings = {"scale": scale, "log_base": log_base, "allow_touching": allow_touching,
-                "max_iterations": max_iterations, "max_subsets": max_subsets}
-    if verify:
-        return _verify(table, num_remove, selector, settings, loss, verify, portfolio, refine)
-
+    num_remove = check_num_remove(num_remove, total)
     if table is None:
         return _select_callable(scores, num_remove, total, selector, log_base, allow_touching,
                                 max_iterations, max_subsets)
-    return _select_table(table, num_remove, selector, **settings)
+    return select_table(table, num_remove, selector, scale=scale, log_base=log_base, allow_touching=allow_touching,
+                        max_iterations=max_iterations, max_subsets=max_subsets)
 
 
-def companion_runs(num_remove: int) -> dict[str, int]:
-    """The companion tables :data:`BASELINE_PORTFOLIO` reads to remove ``num_remove`` blocks.
-
-    ``{"cosine": 1, "angular": num_remove, "gaussian": num_remove}``: ShortGPT ranks single
-    blocks by ``1 - cos``, Gromov reads runs of ``num_remove`` blocks by angular distance,
-    and :data:`GAUSSIAN_PORTFOLIO` reads pooled Gaussian MI of runs up to ``num_remove``.
-    Pass it as ``companions=`` to :func:`miprun.scoring.score.score_blocks` (or
-    ``score_tokens``) so that ``select(..., verify=K)`` measures those plans too.
-    """
-    return {"cosine": 1, "angular": int(num_remove), "gaussian": int(num_remove)}
-
-
-def _select_table(table: ScoreTable, num_remove: int, selector: str, *, scale: str, log_base: float,
+def select_table(table: ScoreTable, num_remove: int, selector: str, *, scale: str, log_base: float,
                   allow_touching: bool, max_iterations: int, max_subsets: int) -> Plan:
     if selector == "fast_block_select":
         return _fast_block_select(table, num_remove, scale, log_base, allow_touching, max_iterations)
@@ -257,7 +180,7 @@ def _select_table(table: ScoreTable, num_remove: int, selector: str, *, scale: s
         return _exact(table.normalised(), num_remove, selector, max_subsets, table.estimator)
     if selector == "greedy":
         # raw MI keeps the order among negative estimates, which normalising clips to 0
-        return _greedy(_oriented(table, "raw")[:, 0], num_remove, table, "greedy")
+        return _greedy(oriented(table, "raw")[:, 0], num_remove, table, "greedy")
     if selector == "shortgpt":
         _require_estimator(table, "shortgpt", "cosine", "Block Influence (1 - cos)")
         return _greedy(table.normalised()[:, 0], num_remove, table, "shortgpt")
@@ -305,7 +228,7 @@ def _num_blocks(table: ScoreTable | None, num_blocks: int | None) -> int:
     return table.num_blocks
 
 
-def _check_num_remove(num_remove, total: int) -> int:
+def check_num_remove(num_remove, total: int) -> int:
     try:
         count = operator.index(num_remove)  # int or numpy integer, not 2.0 or True
     except TypeError:
@@ -322,7 +245,7 @@ def _require_estimator(table: ScoreTable, selector: str, estimator: str, what: s
                          f"estimator={estimator!r} (this table was scored with {table.estimator!r})")
 
 
-def _oriented(table: ScoreTable, scale: str) -> np.ndarray:
+def oriented(table: ScoreTable, scale: str) -> np.ndarray:
     if scale == "raw" and table.estimator in MI_ESTIMATORS:
         return np.ascontiguousarray(table.values)
     if table.estimator not in MI_ESTIMATORS + DISTANCE_ESTIMATORS:
@@ -333,7 +256,7 @@ def _oriented(table: ScoreTable, scale: str) -> np.ndarray:
 def _fast_block_select(table: ScoreTable, num_remove: int, scale: str, log_base: float,
                        allow_touching: bool, max_iterations: int) -> Plan:
     used_scale = scale if table.estimator in MI_ESTIMATORS else "normalised"
-    result = core().fast_block_select(_oriented(table, scale), num_remove, log_base=log_base,
+    result = core().fast_block_select(oriented(table, scale), num_remove, log_base=log_base,
                                       allow_touching=allow_touching, max_iterations=max_iterations)
     settings = {"scale": used_scale, "log_base": log_base, "allow_touching": allow_touching}
     return _fbs_plan(result, table.num_blocks, settings, table.normalised(), table.estimator)
@@ -427,93 +350,3 @@ def _select_callable(score: RunScore, num_remove: int, total: int, selector: str
     needs = "cosine" if selector == "shortgpt" else "angular"
     raise ValueError(f"selector {selector!r} needs a ScoreTable scored with estimator={needs!r}, "
                      f"not a callable")
-
-
-def _own_kbest(plan: Plan, table: ScoreTable, num_remove: int, k: int, allow_touching: bool
-               ) -> list[tuple[list[int], float | None]]:
-    """The selector's K best plans under its own objective, its own plan first: (removed, objective value)."""
-    selector = plan.selector
-    if selector in ("optimal", "exhaustive"):
-        scores = np.ascontiguousarray(table.normalised()[:, :num_remove])
-        found = [(list(r), float(d)) for r, d in core().optimal_kbest(scores, num_remove, k)]
-    elif selector in ("greedy", "shortgpt"):
-        single = _oriented(table, "raw")[:, 0] if selector == "greedy" else table.normalised()[:, 0]
-        found = kbest_single(single, num_remove, k)
-    elif selector == "gromov":
-        starts = table.num_blocks - num_remove + 1
-        found = kbest_column(table.normalised()[:starts, num_remove - 1], num_remove, k)
-    else:  # fast_block_select: its final pass's candidates
-        last = [t for t in plan.trace if t.get("kind") == "iteration"][-1]
-        found = kbest_fbs(last["groups"], plan.removed, last["chosen_sum"], k, allow_touching=allow_touching)
-    own = (list(plan.removed), found[0][1] if found and found[0][0] == plan.removed else plan.objective)
-    return ([own] + [f for f in found if f[0] != plan.removed])[:k]
-
-
-def _verify(table: ScoreTable, num_remove: int, selector: str, settings: dict, loss: Loss, k: int,
-            portfolio: bool, rounds: int = 0) -> Plan:
-    """Measure the candidate plans (see :func:`select`, ``verify``) and keep the one of least loss."""
-    t = time.perf_counter()
-    own = _select_table(table, num_remove, selector, **settings)
-    normalised = table.normalised()
-    candidates: list[dict] = []
-    for rank, (removed, value) in enumerate(_own_kbest(own, table, num_remove, k, settings["allow_touching"])):
-        candidates.append({"source": selector, "rank": rank, "removed": removed, "selector_objective": value})
-    members = [name for name in PORTFOLIO if name != selector] if portfolio else []
-    skipped = []
-    for name, estimator in BASELINE_PORTFOLIO.items() if portfolio else ():
-        if name == selector:
-            continue
-        if estimator in table.companions:  # read from the companion table of the baseline's own distance
-            members.append(name)
-        else:
-            skipped.append({"source": name, "reason": f"the score table carries no {estimator!r} companion table "
-                                                      f"(score with companions=companion_runs(num_remove))"})
-    runs = [(name, table.companions[BASELINE_PORTFOLIO[name]] if name in BASELINE_PORTFOLIO else table, name)
-            for name in members]
-    if portfolio and "gaussian" in table.companions:
-        runs += [(name, table.companions["gaussian"], f"{name}@gaussian") for name in GAUSSIAN_PORTFOLIO]
-    elif portfolio:
-        skipped += [{"source": f"{name}@gaussian", "reason": "the score table carries no 'gaussian' companion table "
-                                                             "(score with companions=companion_runs(num_remove))"}
-                    for name in GAUSSIAN_PORTFOLIO]
-    for name, source, label in runs:
-        try:
-            other = _select_table(source, num_remove, name, **settings)
-        except ValueError as exc:  # e.g. the table does not hold the runs this selector needs
-            skipped.append({"source": label, "reason": str(exc)})
-            continue
-        candidates.append({"source": label, "rank": 0, "removed": list(other.removed),
-                           "selector_objective": other.objective})
-    distinct: dict[tuple[int, ...], dict] = {}
-    for c in candidates:
-        key = tuple(c["removed"])
-        if key in distinct:
-            distinct[key]["sources"].append(f"{c['source']}#{c['rank']}")
-            continue
-        c["sources"] = [f"{c['source']}#{c['rank']}"]
-        c["damage"] = damage(c["removed"], normalised)
-        c["loss"] = float(loss(key))
-        distinct[key] = c
-    measured = list(distinct.values())
-    best = min(range(len(measured)), key=lambda i: (math.isnan(measured[i]["loss"]), measured[i]["loss"], i))
-    passes = len(measured)
-    refined = None
-    if rounds:
-        removed, refined = refine(measured[best]["removed"], loss, table.num_blocks, rounds,
-                                  known={tuple(c["removed"]): c["loss"] for c in measured})
-        passes += refined["forward_passes"]
-        if tuple(removed) not in distinct:  # a swap measured better than every candidate
-            measured.append({"source": "refine", "rank": 0, "removed": removed, "selector_objective": None,
-                             "sources": ["refine#0"], "damage": damage(removed, normalised),
-                             "loss": refined["loss"]})
-            best = len(measured) - 1
-    chosen = measured[best]
-    entry = {"kind": "verify", "k": k, "portfolio": [label for _, _, label in runs], "skipped": skipped,
-             "candidates": measured, "chosen": best, "chosen_sources": chosen["sources"],
-             "selector_plan": list(own.removed), "selector_plan_loss": measured[0]["loss"], "loss": chosen["loss"],
-             "forward_passes": passes, "seconds": time.perf_counter() - t}
-    if refined is not None:
-        entry["refine"] = refined
-    return Plan(removed=chosen["removed"], num_blocks=table.num_blocks, selector=selector,
-                evaluations=own.evaluations, objective=damage(chosen["removed"], normalised),
-                trace=list(own.trace) + [entry], estimator=table.estimator)
