@@ -4,10 +4,14 @@ For each model it times, median of ``--repeats`` after ``--warmup`` untimed runs
 - ``forward``: one plain forward pass of the model (``use_cache=False``, batches of
   ``--batch-size``, LM head included) over the calibration tokens;
 - ``prune``: :func:`miprun.pipeline.prune` on a fresh in-memory copy of the model with the same
-  tokens: layer-by-layer hidden states, the one-pass score table, selection, surgery, and
-  saving (weights, tokenizer when there is one, report.json, plots) - what ``miprun prune``
-  does after loading the model;
-and prints the ratio ``prune / forward`` (target: at most 1.5) and the split of ``prune``.
+  tokens: layer-by-layer hidden states, the one-pass score table, selection (with the
+  default verify and refine, every candidate plan measured on the held-back windows),
+  the plan check, surgery, and saving (weights, tokenizer when there is one, report.json,
+  plots) - what ``miprun prune`` does after loading the model;
+and prints the ratio ``prune / forward`` and the split of ``prune`` (targets: at most 4 x
+in memory and 5 x streamed on SmolLM2). ``--placement offload`` (or ``device_map``) saves the
+model once as a safetensors folder and prunes that folder streamed (or placed by
+accelerate on the CPU) instead, the weights read from the shards for every sweep.
 With ``--heal scale|linear`` the prune also heals (``heal`` column: the extra pass that fits
 and folds the maps, also as a ratio to the forward pass).
 
@@ -91,12 +95,21 @@ def bench(name: str, model, tokenizer, args) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="bench-prune-"))
 
+    folder = None
+    if args.placement != "memory":  # a checkpoint folder to stream from (saving it is not timed)
+        folder = work / "model"
+        model.save_pretrained(folder)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+    placement = {"offload": {"offload": True}, "device_map": {"device_map": "auto"}}.get(args.placement, {})
+
     def one_prune():
-        fresh = copy.deepcopy(model)  # prune removes blocks in place; the copy is not timed below
+        source = copy.deepcopy(model) if folder is None else str(folder)  # prune removes blocks in place
         t = time.perf_counter()
-        result = prune(fresh, ids, num_remove=num_remove, selector=args.selector, estimator=args.estimator,
+        result = prune(source, ids, num_remove=num_remove, selector=args.selector, estimator=args.estimator,
                        out_dir=work / "out", overwrite=True, tokenizer=tokenizer, batch_size=args.batch_size,
-                       progress=False, heal=args.heal, refine=args.refine)
+                       progress=False, heal=args.heal, refine=args.refine, criterion=args.criterion,
+                       screen=args.screen, **placement)
         return time.perf_counter() - t, result.timings
 
     for _ in range(args.warmup):
@@ -121,6 +134,11 @@ def main() -> None:
     ap.add_argument("--heal", default="none", choices=("none", "scale", "linear"))
     ap.add_argument("--refine", default="auto", type=lambda t: t if t == "auto" else int(t),
                     help="rounds of swap refinement after verify (default auto)")
+    ap.add_argument("--criterion", default="kl", choices=("kl", "loss"))
+    ap.add_argument("--screen", default="auto", type=lambda t: t if t == "auto" else int(t),
+                    help="held-back windows that screen the candidates (default auto; 0: off)")
+    ap.add_argument("--placement", default="memory", choices=("memory", "offload", "device_map"),
+                    help="where prune reads the weights (forward is always the model in memory)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -136,7 +154,8 @@ def main() -> None:
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, transformers "
           f"{transformers.__version__}, miprun {miprun.__version__}, native core {native_available()}")
     print(f"calibration: {args.n_samples} x {args.seq_len} tokens, batch {args.batch_size}; estimator "
-          f"{args.estimator}, selector {args.selector}, refine {args.refine}, heal {args.heal}; median of {args.repeats} after "
+          f"{args.estimator}, selector {args.selector}, refine {args.refine}, criterion {args.criterion}, screen "
+          f"{args.screen}, heal {args.heal}, placement {args.placement}; median of {args.repeats} after "
           f"{args.warmup} warm-up")
     rows = []
     for name in args.models.split(","):

@@ -21,6 +21,7 @@ def test_defaults():
     ("n_samples", "4"),
     ("seq_len", 0), ("seq_len", True), ("seq_len", False), ("seq_len", 64.0), ("seq_len", "64"),
     ("seed", True), ("seed", 3.0), ("seed", "3"), ("seed", None),
+    ("held_back", 0), ("held_back", 0.6), ("held_back", -0.1), ("held_back", True), ("held_back", "0.25"),
 ])
 def test_a_bad_value_is_refused_naming_its_field(field, value):
     with pytest.raises(ValueError, match=rf"\b{field}\b"):
@@ -44,8 +45,9 @@ def test_from_dict_refuses_unknown_keys():
 
 @settings(max_examples=100, deadline=None)
 @given(st.builds(CalibrationOptions, n_samples=st.integers(1, 10 ** 6), seq_len=st.none() | st.integers(1, 10 ** 6),
-                 seed=st.integers(-(2 ** 63), 2 ** 63 - 1)))
+                 seed=st.integers(-(2 ** 63), 2 ** 63 - 1),
+                 held_back=st.floats(min_value=1e-6, max_value=0.5)))
 def test_json_round_trip(options):
     data = json.loads(json.dumps(options.to_dict()))
-    assert set(data) == {"n_samples", "seq_len", "seed"}
+    assert set(data) == {"n_samples", "seq_len", "seed", "held_back"}
     assert CalibrationOptions.from_dict(data) == options

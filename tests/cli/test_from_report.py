@@ -58,7 +58,7 @@ def test_the_report_records_the_options_given(first):
     assert recorded["scoring"]["estimator"] == "ksg" and recorded["scoring"]["k"] == 4
     assert recorded["scoring"]["seed"] == recorded["calibration"]["seed"] == 3
     assert recorded["scoring"]["max_run"] == 3
-    assert recorded["calibration"] == {"n_samples": 4, "seq_len": 64, "seed": 3}
+    assert recorded["calibration"] == {"n_samples": 4, "seq_len": 64, "seed": 3, "held_back": 0.25}
     assert recorded["execution"]["batch_size"] == 3 and recorded["execution"]["device"] == "cpu"
     assert recorded["output"] == {"out_dir": str(first), "overwrite": False, "plots": False, "format": "hf",
                                   "max_ppl_ratio": 50.0}

@@ -204,7 +204,8 @@ def no_work(monkeypatch):
     """Fail the test if the command gets as far as loading the model or comparing."""
     def fail(*a, **k):
         raise AssertionError("the output should have been refused before any work")
-    monkeypatch.setattr(compare_cli, "load", fail)
+    monkeypatch.setattr(compare_cli, "load_tokenizer", fail)
+    monkeypatch.setattr(compare_cli, "open_source", fail)
     monkeypatch.setattr(compare_cli, "compare", fail)
 
 

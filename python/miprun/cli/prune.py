@@ -35,6 +35,24 @@ def register(sub) -> None:
                           help="number of blocks to remove (--num-blocks is the older name)")
     how_many.add_argument("--ratio", type=fraction, default=None, help="fraction of the blocks to remove")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for the pruned model")
+    _add_selection_options(p)
+    _add_heal_options(p)
+    p.add_argument("--max-ppl-ratio", type=ratio_limit, default=50.0, metavar="R",
+                   help="refuse to write a pruned model whose perplexity on the held-back calibration windows is "
+                        "over R times the unpruned model's (default 50; inf: no check)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier miprun output (or an empty folder) at --out")
+    p.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="hf (default): a Hugging Face checkpoint; gguf (GGUF input only): a GGUF file holding the "
+                        "input's kept blocks as they are (same quantisation), renumbered")
+    p.add_argument("--from-report", default=None, metavar="REPORT.json",
+                   help="re-run the plan an earlier report.json records (MODEL may be '-' to take it from there)")
+    p.set_defaults(func=run)
+
+
+def _add_selection_options(p) -> None:
+    """How the plan is chosen: the selector, and how candidate plans are measured."""
     p.add_argument("--selector", default="fast_block_select", choices=SELECTORS,
                    help="how blocks are chosen (default fast_block_select, the paper's; sleb: by measured loss, "
                         "every remaining block tried at every step, one sweep per step)")
@@ -62,6 +80,10 @@ def register(sub) -> None:
                         "0.25)")
     p.add_argument("--no-portfolio", action="store_true",
                    help="with --verify: measure only the selector's own K best plans")
+
+
+def _add_heal_options(p) -> None:
+    """How the cuts are healed."""
     p.add_argument("--heal", choices=METHODS, default="none",
                    help="after the cut: none (default); scale: one factor per channel on the MLP output of the "
                         "block before each removed run; linear: a full map there (least squares on the calibration "
@@ -79,18 +101,6 @@ def register(sub) -> None:
                    help="with --heal: also fit a map on the MLP output of each of the next K kept blocks after every "
                         "removed run, on the pruned and healed model, against the unpruned model's state after that "
                         "block (folded the same way; sequential fit only; default 0)")
-    p.add_argument("--max-ppl-ratio", type=ratio_limit, default=50.0, metavar="R",
-                   help="refuse to write a pruned model whose perplexity on the held-back calibration windows is "
-                        "over R times the unpruned model's (default 50; inf: no check)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier miprun output (or an empty folder) at --out")
-    p.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="hf (default): a Hugging Face checkpoint; gguf (GGUF input only): a GGUF file holding the "
-                        "input's kept blocks as they are (same quantisation), renumbered")
-    p.add_argument("--from-report", default=None, metavar="REPORT.json",
-                   help="re-run the plan an earlier report.json records (MODEL may be '-' to take it from there)")
-    p.set_defaults(func=run)
 
 
 def _options(args) -> tuple[str, str, PruneOptions]:

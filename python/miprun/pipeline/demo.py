@@ -4,9 +4,9 @@ A Llama of 8 blocks is built with random weights, and in a few chosen blocks the
 projections of both residual branches (attention ``o_proj`` and MLP ``down_proj``) are
 scaled by ``1e-3``: those blocks pass their input through almost unchanged. Calibration
 text comes from a small seeded sentence generator, tokenised by a word-level tokenizer
-built on the spot, so nothing is downloaded. The pipeline then scores, selects with
-Fast-Block-Select, removes the blocks, saves, reloads with ``from_pretrained`` and
-generates; it should find exactly the planted blocks.
+built on the spot, so nothing is downloaded. The pipeline then runs with its defaults (scores,
+Fast-Block-Select's plans verified and refined by measurement), removes the blocks, saves,
+reloads with ``from_pretrained`` and generates; it should find exactly the planted blocks.
 """
 
 from __future__ import annotations
@@ -152,16 +152,17 @@ def run_demo(out_dir=None, *, overwrite: bool = False, seed: int = 0, progress: 
     with tempfile.TemporaryDirectory(prefix="miprun-demo-text-") as work:
         calib = Path(work) / "stories.txt"
         calib.write_text(demo_text(seed), encoding="utf-8")
-        # verify=0: the demo shows the MI scores finding the planted near-identity blocks; the calibration
-        # loss verify would measure means little on a model of random weights
-        result = prune(model, calib, tokenizer=tokenizer, num_remove=len(planted), selector="fast_block_select",
-                       out_dir=out, overwrite=overwrite, seed=seed, n_samples=32, seq_len=64, batch_size=8,
-                       progress=progress, verify=0)
+        # the defaults: Fast-Block-Select's plans verified and refined by the KL divergence from the unpruned
+        # model (on random weights the calibration loss would reward noise; the KL points at the planted blocks)
+        result = prune(model, calib, tokenizer=tokenizer, num_remove=len(planted), out_dir=out, overwrite=overwrite,
+                       seed=seed, n_samples=32, seq_len=64, batch_size=8, progress=progress)
     single = [float(v) for v in result.table.single_block()]
     print_fn("single-block MI (nats): " + "  ".join(f"{i}:{v:.3f}" for i, v in enumerate(single)))
     found = list(result.plan.removed)
     verdict = "found the planted blocks" if sorted(found) == sorted(planted) else "MISSED the planted blocks"
-    print_fn(f"Fast-Block-Select removed {found} ({result.plan.evaluations} run scores read): {verdict}")
+    measured = result.report.get("measure", {}).get("measured", 0)
+    print_fn(f"removed {found} (Fast-Block-Select read {result.plan.evaluations} run scores; {measured} plans "
+             f"measured by verify and refine): {verdict}")
 
     reloaded = AutoModelForCausalLM.from_pretrained(result.out_dir).eval()
     tok = AutoTokenizer.from_pretrained(result.out_dir)

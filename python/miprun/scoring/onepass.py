@@ -125,14 +125,8 @@ def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, op
     reducer = reducer if reducer is not None else LocalReducer()
     runs = _check_companions(companions, num_blocks)
     # a companion of the main estimator within max_run is a slice of the main table; the others are scored
-    scored = {name: run for name, run in runs.items() if not read_off_main(name, run, options)}
-    similarity_run = max(scored.values(), default=0)
-    similarity = {name: PooledGaussianCompanion(reducer=reducer) if name == "gaussian"
-                  else CosineScorer(angular=name == "angular", reducer=reducer) for name in scored}
-    gaussian = similarity.get("gaussian")
-    cos_scorer = CosineScorer(angular=False, reducer=reducer)
-    side = {name: np.full((num_blocks, run), np.nan) for name, run in scored.items()}
-    side_window: dict[int, object] = {}
+    side = _Companions({name: run for name, run in runs.items() if not read_off_main(name, run, options)},
+                       num_blocks, reducer)
     values = np.full((num_blocks, options.max_run), np.nan)
     scorer, shape, info = None, None, {}
     bar = progress_bar(num_blocks + 1, progress, desc="scoring", unit="state")
@@ -157,32 +151,62 @@ def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, op
             window[b] = entry
             window.pop(b - options.max_run, None)  # runs ending later start at b - max_run + 1 or after
             del entry
-            if similarity:
-                state = cos_scorer.encode(x)  # (x, row norms), as the cosine and angular scorers keep it
-                if gaussian is not None:  # and the element moments the pooled correlation needs
-                    state = (*state, gaussian.moments(*state))
-                starts = range(max(0, b - similarity_run), b)
-                # every pair ending at b in one sweep and one collective; one sweep serves every table
-                stats = reducer.all_reduce_sum(cos_scorer.pairs([side_window[a] for a in starts], state)) if b else []
-                for a, pair_stats in zip(starts, stats):
-                    for name, scorer_c in similarity.items():
-                        if b - a <= scored[name]:
-                            side[name][a, b - a - 1] = scorer_c.finish(pair_stats, side_window[a], state)
-                side_window[b] = state
-                side_window.pop(b - similarity_run, None)
-                del state
+            side.add(b, x)
             del x, h
             expected += 1
             bar.update(1)
     finally:
         bar.close()
         window.clear()
-        side_window.clear()
+        side.window.clear()
     if expected != num_blocks + 1:
         raise ValueError(f"expected {num_blocks + 1} states (h_0..h_{num_blocks}), got {expected}")
     settings = {**options.to_dict(), "num_blocks": num_blocks, "state_shape": list(shape), **info}
     if options.estimator in DISTANCE_ESTIMATORS:
         settings["reduction"] = None
+    if runs:
+        settings["companions"] = dict(runs)
+    return ScoreTable(values=values, estimator=options.estimator, settings=settings,
+                      companions=_companion_tables(runs, side.values, values, options, num_blocks, shape, info))
+
+
+class _Companions:
+    """The similarity tables scored beside the main one, from the row dot products of one sweep per state.
+
+    ``runs``: estimator -> longest run of each table scored here (not read off the main table).
+    """
+
+    def __init__(self, runs: dict[str, int], num_blocks: int, reducer):
+        self.runs, self.reducer = runs, reducer
+        self.longest = max(runs.values(), default=0)
+        self.scorers = {name: PooledGaussianCompanion(reducer=reducer) if name == "gaussian"
+                        else CosineScorer(angular=name == "angular", reducer=reducer) for name in runs}
+        self.cosine = CosineScorer(angular=False, reducer=reducer)
+        self.values = {name: np.full((num_blocks, run), np.nan) for name, run in runs.items()}
+        self.window: dict[int, object] = {}
+
+    def add(self, b: int, x: torch.Tensor) -> None:
+        """State ``h_b``'s token rows ``x``: score every run ending at ``b``, keep ``b`` for later runs."""
+        if not self.scorers:
+            return
+        state = self.cosine.encode(x)  # (x, row norms), as the cosine and angular scorers keep it
+        gaussian = self.scorers.get("gaussian")
+        if gaussian is not None:  # and the element moments the pooled correlation needs
+            state = (*state, gaussian.moments(*state))
+        starts = range(max(0, b - self.longest), b)
+        # every pair ending at b in one sweep and one collective; one sweep serves every table
+        stats = self.reducer.all_reduce_sum(self.cosine.pairs([self.window[a] for a in starts], state)) if b else []
+        for a, pair_stats in zip(starts, stats):
+            for name, scorer in self.scorers.items():
+                if b - a <= self.runs[name]:
+                    self.values[name][a, b - a - 1] = scorer.finish(pair_stats, self.window[a], state)
+        self.window[b] = state
+        self.window.pop(b - self.longest, None)
+
+
+def _companion_tables(runs: dict[str, int], side: dict, values: np.ndarray, options: ScoringOptions,
+                      num_blocks: int, shape, info: dict) -> dict[str, ScoreTable]:
+    """Every companion table: scored beside the main one (``side``), or a slice of the main ``values``."""
     tables = {}
     for name, run in runs.items():
         reduction = "pooled" if name == "gaussian" else None
@@ -191,9 +215,7 @@ def score_states(states: Iterable[tuple[int, torch.Tensor]], num_blocks: int, op
                "bins_resolved": None, "reduction": reduction, "companion_of": options.estimator}
         table_values = side[name] if name in side else values[:, :run].copy()
         tables[name] = ScoreTable(values=table_values, estimator=name, settings=own)
-    if runs:
-        settings["companions"] = dict(runs)
-    return ScoreTable(values=values, estimator=options.estimator, settings=settings, companions=tables)
+    return tables
 
 
 def read_off_main(name: str, run: int, options: ScoringOptions) -> bool:
