@@ -8,11 +8,15 @@ Run on a CUDA machine (about 5 minutes on an H100/H200):
 2. runs ``benchmarks/bench_gpu.py`` (histogram MI against the copy bandwidth, per-column
    KSG against scikit-learn, the score-window steps) and keeps its table;
 3. prunes the synthetic 32-block Llama (and SmolLM2-135M from its GGUF, when the file and
-   GGUF support are there) on the GPU: the prune wall time against one plain forward pass
-   over the same tokens (target <= 1.2x), the same with ``offload=True``, and a check that
-   no hidden state goes to the host while scoring (a torch profiler trace of the
-   device-to-host copies: the largest one must be smaller than one hidden state);
-4. writes every figure, the device, driver, torch and triton versions to one JSON and
+   GGUF support are there) on the GPU with the default options (verify, refine and the plan
+   check measuring candidate plans): the prune wall time against one plain forward pass
+   over the same tokens, the same with ``offload=True``, and a check that no hidden state
+   goes to the host while scoring (a torch profiler trace of the device-to-host copies: the
+   largest one must be smaller than one hidden state);
+4. the measurement sweep alone: 16 plans measured in one sweep of the measurer (prefix
+   sharing, KL from the unpruned model in the same pass) against one full forward pass per
+   plan over the same windows;
+5. writes every figure, the device, driver, torch and triton versions to one JSON and
    prints a table.
 
 ``--smoke-cpu`` runs the same code on the CPU with small shapes (kernels in Triton's
@@ -183,6 +187,24 @@ def check_prune(model, ids: torch.Tensor, name: str, num_remove: int, batch_size
     return out
 
 
+def check_measure(model, ids: torch.Tensor, num_remove: int, batch_size: int, repeats: int) -> dict:
+    """16 random plans measured in one sweep against one full forward pass per plan (the blocks bypassed)."""
+    from miprun.evaluate.calibration_loss import CalibrationLoss
+    from miprun.measure import Measurer
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, ids = model.to(device), ids.to(device)
+    blocks = model.config.num_hidden_layers
+    g = torch.Generator().manual_seed(2)
+    plans = [tuple(sorted(torch.randperm(blocks, generator=g)[:num_remove].tolist())) for _ in range(16)]
+    sweep_s = _median_s(lambda: Measurer(model, ids, batch_size=batch_size).measure(plans), repeats)
+    each_s = _median_s(lambda: [CalibrationLoss(model, ids, batch_size=batch_size)(p) for p in plans], repeats)
+    measurer = Measurer(model, ids, batch_size=batch_size)
+    measurer.measure(plans)
+    return {"plans": len(set(plans)), "windows": int(ids.shape[0]), "sweep_s": sweep_s, "one_pass_per_plan_s": each_s,
+            "speedup": each_s / sweep_s, "block_runs": measurer.block_runs,
+            "naive_block_runs": measurer.naive_block_runs}
+
+
 def run_prunes(smoke: bool, repeats: int) -> list[dict]:
     """The synthetic 32-block model (in memory and streamed) and SmolLM2 from its GGUF."""
     blocks, hidden, n, seq = (8, 64, 4, 32) if smoke else (32, 1024, 64, 1024)
@@ -194,6 +216,7 @@ def run_prunes(smoke: bool, repeats: int) -> list[dict]:
         model.save_pretrained(tmp)
         results.append(check_prune(model, ids, f"synthetic {blocks} blocks, hidden {hidden}", 8 if not smoke else 2,
                                    8, repeats, Path(tmp)))
+    results[-1]["measure"] = check_measure(model, ids[: max(1, n // 4)], 8 if not smoke else 2, 8, repeats)
     results.append(_smollm2(smoke, repeats))
     return results
 
@@ -224,6 +247,12 @@ def table(report: dict) -> str:
         off = r.get("offload_over_forward")
         lines.append(f"{r['model']:40s}  {r['forward_s']:9.3f}  {r['prune_s']:7.3f}  {r['prune_over_forward']:5.2f}"
                      f"  {'-' if off is None else f'{off:13.2f}'}  {r['no_hidden_state_to_host']}")
+    for r in report["prune"]:
+        m = r.get("measure")
+        if m:
+            lines.append(f"measure {m['plans']} plans on {m['windows']} windows: one sweep {m['sweep_s']:.3f} s, one "
+                         f"pass per plan {m['one_pass_per_plan_s']:.3f} s ({m['speedup']:.2f} x); block runs "
+                         f"{m['block_runs']} of {m['naive_block_runs']}")
     return "\n".join(lines) + "\n\n" + report["bench"]["table"]
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from miprun.hidden.memory import check_dtype_runs, check_fits, estimate_offload, release_host_memory, should_offload
-from miprun.hidden.meta import build_meta_model, checkpoint_key, load_into, set_tensor, to_meta
+from miprun.hidden.meta import build_meta_model, checkpoint_key, load_into, renamed_keys, set_tensor, to_meta
 from miprun.models.blocks import find_blocks, text_config
 from miprun.models.checkpoint import Checkpoint
 from miprun.models.loading import load_config, resolve_dtype
@@ -173,10 +173,11 @@ def _tail_keys(model: nn.Module, checkpoint: Checkpoint) -> tuple[dict[str, str]
               if not name.startswith(prefix + ".")}
     embedding = model.get_input_embeddings()
     base_prefix = getattr(model, "base_model_prefix", "")
+    renamed = renamed_keys(model, checkpoint)
     own, tied = {}, {}
     for rel, param in output.named_parameters():
         name = f"{prefix}.{rel}"
-        key = checkpoint_key(name, checkpoint, base_prefix)
+        key = checkpoint_key(name, checkpoint, base_prefix) or renamed.get(name)
         if id(param) in inputs:
             tied[name] = inputs[id(param)]
         elif key is not None:

@@ -82,7 +82,7 @@ def score_tokens(model, input_ids: torch.Tensor, options: ScoringOptions, execut
     load_s = time.perf_counter() - t
     states = iter_hidden_states(source, ids, batch_size=execution.batch_size, progress=progress)
     table = score_states(states, source.num_blocks, options, progress=False, companions=companions, **share)
-    table.settings.update({"batch_size": execution.batch_size, "offload": source.kind == "streamed",
+    table.settings.update({"batch_size": execution.batch_size, "offload": source.streams_weights,
                            "dtype": execution.dtype})
     if dp is not None:
         table.settings["world_size"] = dp.world_size
