@@ -56,3 +56,30 @@ def test_two_processes_fold_the_single_process_maps(tmp_path):
                 assert got["fit"]["relative_residual"] == pytest.approx(want["fit"]["relative_residual"], rel=1e-9)
         for key, value in expect.items():  # float sums in another order: float32 rounding of the folded weights
             torch.testing.assert_close(res["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                    reason="torch.distributed with the gloo backend is not available")
+def test_two_processes_tune_the_single_process_maps(tmp_path):
+    from miprun.pipeline.prune import prune
+
+    folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=5, seed=2), tmp_path / "m")
+    ids = calibration_ids(9, 64, seed=9)
+    # 8 fitted windows, steps of 3 drawn from all of them: each process computes the part in its share
+    settings = {**SETTINGS, "heal_refit": 0, "heal_tune": 4, "heal_tune_lr": 0.05, "batch_size": 3}
+    run_processes(worker, (WORLD_SIZE, free_port(), str(folder), ids, str(tmp_path), settings), WORLD_SIZE,
+                  DEADLINE_S)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+    single = prune(str(folder), ids, progress=False, **settings)
+    tune = single.report["heal"]["tune"]
+    assert tune["steps"] == 4 and len(tune["curve"]) >= 1
+    expect = single.model.state_dict()
+    for res in ranks:
+        got = res["heal"]["tune"]
+        assert got["kept"] == tune["kept"] and got["best_step"] == tune["best_step"]
+        for g, w in zip(got["curve"], tune["curve"]):
+            assert g["train_kl"] == pytest.approx(w["train_kl"], rel=1e-5)
+            assert g["held_out_kl"] == pytest.approx(w["held_out_kl"], rel=1e-5)
+        for key, value in expect.items():
+            torch.testing.assert_close(res["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)

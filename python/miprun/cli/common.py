@@ -76,6 +76,13 @@ def non_negative_float(text: str) -> float:
     return v
 
 
+def positive_float(text: str) -> float:
+    v = non_negative_float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return v
+
+
 def ratio_limit(text: str) -> float | None:
     """A ratio ``>= 1``; ``inf`` or ``none``: no limit (None)."""
     if text.strip().lower() in ("inf", "none"):

@@ -56,6 +56,13 @@ def print_plan(result) -> None:
             if cut["reason"]:
                 line += f"; {cut['reason']}"
             print(line)
+        tune = heal.get("tune")
+        if tune and tune.get("steps"):
+            print(f"heal: maps tuned {tune['steps']} steps: held-back KL {tune['closed_form_held_out_kl']:.4g} (closed "
+                  f"form) -> {tune['held_out_kl']:.4g}" + (f" at step {tune['best_step']}, kept" if tune["kept"] else
+                                                          f"; {tune['reason']}"))
+        elif tune:
+            print(f"heal: maps not tuned: {tune['reason']}")
         for refit in heal.get("refits", []):
             if refit["method"] is None:
                 print(f"heal: block {refit['block']} not refitted: {refit['reason']}")

@@ -7,11 +7,11 @@ import warnings
 
 from miprun.util.devices import resolve_device
 from miprun.cli.common import (add_calibration_options, add_model_options, add_scoring_options, count,
-                               execution_settings, fraction, join_data_parallel, non_negative_float,
+                               execution_settings, fraction, join_data_parallel, non_negative_float, positive_float,
                                quiet_libraries, ratio_limit, verify_count)
 from miprun.cli.output import print_plan, print_single_block
 from miprun.models.loading import load_tokenizer
-from miprun.heal.options import FITS, METHODS, OBJECTIVES
+from miprun.heal.options import DEFAULT_LR, DEFAULT_TUNE_STEPS, FITS, METHODS, OBJECTIVES
 from miprun.output.options import FORMATS
 from miprun.pipeline.options import PruneOptions, ReportedRun
 from miprun.pipeline.prune import prune
@@ -97,6 +97,13 @@ def _add_heal_options(p) -> None:
     p.add_argument("--heal-objective", choices=OBJECTIVES, default="auto",
                    help="relative: each token's squared error divided by the squared norm of its target state; mse: "
                         "squared errors summed over tokens; auto (default): relative for linear, mse for scale")
+    p.add_argument("--heal-tune", type=verify_count, default="auto", metavar="STEPS",
+                   help="with --heal: tune the maps by STEPS optimiser steps against the unpruned model's next-token "
+                        "distribution (KL) on the calibration windows, from the closed form; the tuned maps are kept "
+                        "only if they beat it on the held-back windows; still folded into the same weights. 0: off; "
+                        f"default auto: {DEFAULT_TUNE_STEPS}. Needs the model in memory or --device-map")
+    p.add_argument("--heal-tune-lr", type=positive_float, default=DEFAULT_LR, metavar="LR",
+                   help=f"Adam's step size for --heal-tune (default {DEFAULT_LR:g})")
     p.add_argument("--heal-refit", type=int, default=0, metavar="K",
                    help="with --heal: also fit a map on the MLP output of each of the next K kept blocks after every "
                         "removed run, on the pruned and healed model, against the unpruned model's state after that "
@@ -115,7 +122,8 @@ def _options(args) -> tuple[str, str, PruneOptions]:
             verify=args.verify, portfolio=not args.no_portfolio, refine=args.refine, criterion=args.criterion,
             screen=args.screen, held_back=args.held_back,
             heal=args.heal, heal_fit=args.heal_fit, heal_ridge=args.heal_ridge,
-            heal_objective=args.heal_objective, heal_refit=args.heal_refit,
+            heal_objective=args.heal_objective, heal_refit=args.heal_refit, heal_tune=args.heal_tune,
+            heal_tune_lr=args.heal_tune_lr,
             max_ppl_ratio=args.max_ppl_ratio,
             reduction=args.reduction, max_run=args.max_run, bins=args.bins, binning=args.binning, k=args.k,
             max_samples=args.max_samples, skip_first=args.skip_first, seed=args.seed, n_samples=args.n_samples,

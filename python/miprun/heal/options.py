@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 from miprun.util.options import Options, check_choice, check_int
 
-__all__ = ["HealOptions", "METHODS", "FITS", "OBJECTIVES"]
+__all__ = ["HealOptions", "METHODS", "FITS", "OBJECTIVES", "DEFAULT_TUNE_STEPS", "DEFAULT_LR"]
+
+#: Steps of ``heal_tune`` by default (see the README for the evidence behind it).
+DEFAULT_TUNE_STEPS = 0
+#: Adam's step size of ``heal_tune`` by default.
+DEFAULT_LR = 1e-3
 
 #: ``none``: blocks are removed and nothing else changes. ``scale``: one factor per channel
 #: on the MLP output of the block before each cut. ``linear``: a full ``d x d`` map there.
@@ -42,6 +47,13 @@ class HealOptions(Options):
         After each cut, also fit a map on the MLP output of each of the next ``heal_refit``
         kept blocks, against the unpruned model's state after that block (``sequential``
         only: on the unpruned model's own states there is nothing to correct). Default 0.
+    heal_tune : int or "auto"
+        Optimiser steps tuning the maps against the unpruned model's next-token distribution
+        (:mod:`miprun.heal.tune`), from the closed form; 0: off; ``"auto"``:
+        :data:`DEFAULT_TUNE_STEPS` when healing (:attr:`tune_steps`). The tuned maps are kept
+        only when they beat the closed form on the held-back windows.
+    heal_tune_lr : float
+        Adam's step size for ``heal_tune``.
     """
 
     heal: str = "none"
@@ -49,12 +61,22 @@ class HealOptions(Options):
     heal_ridge: float = 1e-4
     heal_objective: str = "auto"
     heal_refit: int = 0
+    heal_tune: int | str = "auto"
+    heal_tune_lr: float = DEFAULT_LR
 
     def __post_init__(self) -> None:
         check_choice("heal", self.heal, METHODS)
         check_choice("heal_fit", self.heal_fit, FITS)
         check_choice("heal_objective", self.heal_objective, OBJECTIVES)
         check_int("heal_refit", self.heal_refit, low=0)
+        if self.heal_tune != "auto":
+            check_int("heal_tune", self.heal_tune, low=0)
+            if self.heal_tune and self.heal == "none":
+                raise ValueError(f"heal_tune={self.heal_tune} tunes the heal's maps: choose a heal (--heal linear or "
+                                 f"scale), or heal_tune=0")
+        if isinstance(self.heal_tune_lr, bool) or not isinstance(self.heal_tune_lr, (int, float)) \
+                or not 0 < self.heal_tune_lr < math.inf:
+            raise ValueError(f"heal_tune_lr must be a number > 0, got {self.heal_tune_lr!r}")
         if self.heal_refit and self.heal == "none":
             raise ValueError(f"heal_refit={self.heal_refit} refits blocks after the healed cuts: choose a heal "
                              f"(--heal linear or scale), or heal_refit=0")
@@ -80,6 +102,13 @@ class HealOptions(Options):
         if self.heal_objective != "auto":
             return self.heal_objective
         return "mse" if self.heal == "scale" else "relative"
+
+    @property
+    def tune_steps(self) -> int:
+        """The tuning steps this heal takes: ``heal_tune``, with ``"auto"`` decided (none without a heal)."""
+        if not self.active:
+            return 0
+        return DEFAULT_TUNE_STEPS if self.heal_tune == "auto" else self.heal_tune
 
     @property
     def active(self) -> bool:

@@ -26,6 +26,7 @@ from miprun._native import core
 from miprun.calibration.resolve import resolve_calibration
 from miprun.calibration.split import WindowSplit, split_windows
 from miprun.heal.fit import Healing, heal_cuts
+from miprun.heal.tune import tune_maps
 from miprun.measure import Measurer
 from miprun.models.gguf import check_placement as check_gguf_placement
 from miprun.models.loading import ModelInfo, inspect_model, load_tokenizer
@@ -261,6 +262,14 @@ def _heal(source, plan: Plan, prep: _Prepared, split: WindowSplit, options: Prun
         reducer = data_parallel.reducer
     healing = heal_cuts(source, plan.removed, fit_ids, held_ids, options=heal, reducer=reducer,
                         batch_size=options.execution.batch_size, progress=progress, fold=False)
+    if heal.tune_steps:
+        if source.streams_weights:
+            raise ValueError("heal_tune needs the weights in memory or placed by a device map, not streamed: drop "
+                             "offload (it was chosen by offload='auto'), or set heal_tune=0")
+        healing.report["tune"] = tune_maps(source, plan.removed, healing, split.rows(prep.input_ids, "heal_fit"),
+                                           split.rows(prep.input_ids, "heal_check"), steps=heal.tune_steps,
+                                           lr=heal.heal_tune_lr, batch_size=options.execution.batch_size,
+                                           seed=options.calibration.seed, data_parallel=data_parallel)
     timings["heal"] = time.perf_counter() - t
     return healing
 

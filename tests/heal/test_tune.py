@@ -1,0 +1,93 @@
+"""Tuning the heal's maps: still a fold of the same weights, kept only when it beats the closed form."""
+
+from __future__ import annotations
+
+import copy
+import secrets
+
+import pytest
+import torch
+from support import STORIES, data_file, requires_native, requires_stories
+from tiny_models import calibration_ids, tiny_model
+
+from miprun.heal.fit import heal_cuts
+from miprun.heal.options import HealOptions
+from miprun.heal.tune import _pruned, tune_maps
+from miprun.hidden.bypass import bypassed
+from miprun.hidden.runner import as_source
+from miprun.pipeline.options import PruneOptions
+
+
+def _logits(model, ids):
+    with torch.inference_mode():
+        return model(input_ids=ids, use_cache=False).logits.double()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text"])
+def test_the_tuned_fold_is_the_map_applied_at_run_time(family):
+    seed = secrets.randbelow(2**31)
+    model = tiny_model(family, num_blocks=6, seed=seed % 97, dtype=torch.float64)
+    ids = calibration_ids(10, 12, seed=seed % 89)
+    healing = heal_cuts(model, [2, 3], ids[:8], options=HealOptions(heal="linear"), fold=False)
+    closed = {b: T.clone() for b, T in healing.maps.items()}
+    report = tune_maps(model, [2, 3], healing, ids[:8], ids[8:], steps=6, lr=0.05, batch_size=4, eval_every=2)
+    tuned = {b: torch.nn.Parameter(T.clone()) for b, T in report_maps(healing, closed, report).items()}
+    source = as_source(model)
+    fresh = calibration_ids(3, 12, seed=seed % 83)
+    with _pruned(source, [2, 3], healing.site, tuned):
+        applied = _logits(model, fresh)
+    folded = copy.deepcopy(model)
+    healing.fold(folded)
+    tol = 1e-9 if family != "gemma3_text" else 1e-5  # Gemma's norms compute in float32 whatever the model's dtype
+    with bypassed(folded, [2, 3]):
+        torch.testing.assert_close(_logits(folded, fresh), applied, rtol=tol, atol=tol, msg=str(seed))
+
+
+def report_maps(healing, closed, report):
+    """The maps tuning left: the tuned ones when kept, else the closed form unchanged."""
+    if not report["kept"]:
+        assert all(torch.equal(healing.maps[b], closed[b]) for b in closed)
+    return healing.maps
+
+
+def test_maps_that_do_not_beat_the_closed_form_are_not_kept():
+    model = tiny_model("llama", num_blocks=6, seed=4, dtype=torch.float64)
+    ids = calibration_ids(10, 12, seed=5)
+    healing = heal_cuts(model, [2, 3], ids[:8], options=HealOptions(heal="linear"), fold=False)
+    closed = {b: T.clone() for b, T in healing.maps.items()}
+    report = tune_maps(model, [2, 3], healing, ids[:8], ids[8:], steps=4, lr=50.0, batch_size=4, eval_every=1)
+    assert report["kept"] is False and report["best_step"] == 0 and "did not beat" in report["reason"]
+    assert all(c["held_out_kl"] > report["closed_form_held_out_kl"] for c in report["curve"])
+    assert all(torch.equal(healing.maps[b], closed[b]) for b in closed)
+    assert set(healing.maps) == set(closed)
+
+
+@requires_stories
+def test_tuning_lowers_the_held_back_kl_of_a_real_model():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from miprun.calibration.windows import load_calibration
+    from miprun.measure import Measurer
+    model = AutoModelForCausalLM.from_pretrained(STORIES).eval()
+    tok = AutoTokenizer.from_pretrained(STORIES)
+    ids = load_calibration(data_file("text/tinystories/TinyStories-valid.head45.txt"), tok, n_samples=24,
+                           seq_len=64, seed=0)
+    healing = heal_cuts(model, [2, 3], ids[:18], ids[18:], options=HealOptions(heal="linear"), fold=False)
+    report = tune_maps(model, [2, 3], healing, ids[:18], ids[18:], steps=24, lr=0.01, batch_size=6, eval_every=6)
+    assert report["kept"] and report["held_out_kl"] < report["closed_form_held_out_kl"] * 0.95
+    # what the report says is what the measurer measures of the kept maps
+    measured = Measurer(model, ids[18:]).measure([healing.candidate([2, 3])])[0]
+    assert measured.kl == pytest.approx(report["held_out_kl"], rel=1e-5)
+    curve = [c["train_kl"] for c in report["curve"]]
+    assert curve[-1] < curve[0]
+
+
+def test_tuning_is_refused_where_it_cannot_run(tmp_path):
+    with pytest.raises(ValueError, match="--offload"):
+        PruneOptions.from_flat(num_remove=2, heal="linear", heal_tune=5, offload=True, out_dir=tmp_path / "o")
+    with pytest.raises(ValueError, match="choose a heal"):
+        HealOptions(heal_tune=5)
+    for bad in (dict(heal_tune=-1), dict(heal_tune=1.5), dict(heal_tune_lr=0.0), dict(heal_tune_lr=float("inf"))):
+        with pytest.raises(ValueError):
+            HealOptions(heal="linear", **bad)
+    assert HealOptions().tune_steps == 0 and HealOptions(heal="linear", heal_tune=7).tune_steps == 7
