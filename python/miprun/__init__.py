@@ -7,6 +7,7 @@ from miprun.calibration.options import CalibrationOptions
 from miprun.heal.fit import heal_cuts
 from miprun.heal.options import HealOptions
 from miprun.hidden.options import ExecutionOptions
+from miprun.measure import Measurer
 from miprun.mi import information_coefficient, mutual_information
 from miprun.output.options import OutputOptions
 from miprun.output.surgery import remove_blocks
@@ -18,6 +19,8 @@ from miprun.scoring.table import ScoreTable
 from miprun.selection.options import SelectionOptions
 from miprun.selection.plan import Plan
 from miprun.selection.select import select
+from miprun.selection.sleb import sleb
+from miprun.selection.verify import verify
 
 from miprun._native import package_version as _package_version
 
@@ -32,6 +35,9 @@ __all__ = [
     "Plan",
     "score_blocks",
     "select",
+    "verify",
+    "sleb",
+    "Measurer",
     "remove_blocks",
     "prune",
     "PruneResult",

@@ -169,3 +169,29 @@ def test_streamed_and_mapped_weights_measure_what_the_model_in_memory_measures(f
             assert g.loss == pytest.approx(w.loss, rel=1e-5) and g.kl == pytest.approx(w.kl, rel=1e-4, abs=1e-8)
     # a streamed sweep leaves nothing resident
     assert all(p.is_meta for p in streamed.model.parameters())
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", "gpt2", "qwen2", "opt"])
+def test_states_of_few_windows_are_packed_into_full_batches_and_measure_the_same(family, monkeypatch):
+    """Two windows per state and batches of eight: four states per block call, the same numbers as one call each."""
+    from miprun.hidden import runner
+
+    model = tiny_model(family, num_blocks=5, seed=7, dtype=torch.float64)
+    ids = calibration_ids(2, 12, seed=8)
+    plans = [(1,), (2,), (3,), (1, 3), (0, 2), (4,)]
+    calls = []
+    real = runner.BlockTurn.run_many
+
+    def spy(self, states):
+        calls.append(len(states))
+        return real(self, states)
+
+    monkeypatch.setattr(runner.BlockTurn, "run_many", spy)
+    packed = Measurer(model, ids, batch_size=8).measure(plans)
+    assert max(calls) == 4  # as many two-window states as fill a batch of eight
+    alone = Measurer(model, ids, batch_size=2).measure(plans)  # each state fills its batch: one call each
+    for a, b in zip(packed, alone):
+        assert a.loss == pytest.approx(b.loss, rel=1e-12) and a.kl == pytest.approx(b.kl, rel=1e-10, abs=1e-15)
+    for plan, m in zip(plans, packed):
+        nll, kl = _reference(model, ids, plan)
+        assert m.loss == pytest.approx(nll, rel=1e-12) and m.kl == pytest.approx(kl, rel=1e-10, abs=1e-15)

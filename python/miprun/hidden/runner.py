@@ -175,7 +175,7 @@ class Sweep:
             dev = source.block_device(i)
             calls = self._calls[i] if dev == source.device else self._calls_on(self._calls[i], dev)
             source.enter_block(i)
-            turn = BlockTurn(i, source.blocks[i], dev, calls, leave=source.leave_block)
+            turn = BlockTurn(i, source.blocks[i], dev, calls, leave=source.leave_block, batch_rows=self.batch_size)
             try:
                 yield turn
             finally:
@@ -211,9 +211,11 @@ class BlockTurn:
         Where it computes; states are moved there.
     """
 
-    def __init__(self, index: int, block: nn.Module, device: torch.device, calls: list, leave=None):
+    def __init__(self, index: int, block: nn.Module, device: torch.device, calls: list, leave=None,
+                 batch_rows: int = 1):
         self.index, self.block, self.device, self._calls = index, block, device, calls
-        self._leave = leave
+        self._leave, self.batch_rows = leave, batch_rows
+        self._packed: dict[int, tuple] = {}
 
     def close(self) -> None:
         """The block is done for this sweep: its weights are released now (else when the sweep moves on)."""
@@ -243,3 +245,70 @@ class BlockTurn:
         finally:
             handle.remove()
         return out, torch.cat(parts).reshape(out.shape)
+
+    def run_many(self, states: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The block over several states of the sweep's windows, their windows packed into full batches.
+
+        States of fewer windows than a batch (a screening measurement's few windows, one state
+        per candidate) would each make a small call; packed, the calls are as large as the
+        capture's batches. Packing needs arguments that do not differ between windows (masks,
+        positions and rotary tables of unpadded windows); where they differ, or a state fills a
+        batch already, each state runs on its own. Equal to :meth:`run` of each state.
+        """
+        rows = states[0].shape[0] if states else 0
+        if len(states) < 2 or rows >= self.batch_rows or not self._uniform():
+            return [self.run(h) for h in states]
+        states = [h if h.device == self.device else h.to(self.device) for h in states]
+        flat = [(k, r) for k in range(len(states)) for r in range(rows)]  # (state, window) of every row
+        outs = [torch.empty_like(h) for h in states]
+        with torch.inference_mode():
+            for lo in range(0, len(flat), self.batch_rows):
+                chunk = flat[lo:lo + self.batch_rows]
+                x = torch.stack([states[k][r] for k, r in chunk])  # (rows of the chunk, seq_len, d)
+                args, kwargs = self._args_for(len(chunk))
+                y = self.block(x, *args, **kwargs)
+                y = y[0] if isinstance(y, (tuple, list)) else y
+                for j, (k, r) in enumerate(chunk):
+                    outs[k][r] = y[j]
+        return outs
+
+    def _uniform(self) -> bool:
+        """Whether every window of every captured batch gets the same arguments (so rows can be packed)."""
+        return all(_same_rows(args, _rows(rows)) and _same_rows(kwargs, _rows(rows))
+                   for rows, args, kwargs in self._calls)
+
+    def _args_for(self, n: int) -> tuple:
+        """The first batch's arguments for ``n`` windows: each per-window tensor's first row, ``n`` times."""
+        if n not in self._packed:
+            rows, args, kwargs = self._calls[0]
+            self._packed[n] = (_repeat_rows(args, _rows(rows), n), _repeat_rows(kwargs, _rows(rows), n))
+        return self._packed[n]
+
+
+def _rows(rows: slice) -> int:
+    return rows.stop - rows.start
+
+
+def _per_window(t, rows: int) -> bool:
+    """A tensor argument with one entry per window of its batch (a 1-D one is a per-position vector)."""
+    return isinstance(t, torch.Tensor) and t.ndim >= 2 and t.shape[0] == rows
+
+
+def _same_rows(obj, rows: int) -> bool:
+    if _per_window(obj, rows):
+        return bool(torch.equal(obj, obj[:1].expand_as(obj)))
+    if isinstance(obj, (tuple, list)):
+        return all(_same_rows(o, rows) for o in obj)
+    if isinstance(obj, dict):
+        return all(_same_rows(o, rows) for o in obj.values())
+    return True
+
+
+def _repeat_rows(obj, rows: int, n: int):
+    if _per_window(obj, rows):
+        return obj[:1].expand(n, *obj.shape[1:]).contiguous()
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_repeat_rows(o, rows, n) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _repeat_rows(v, rows, n) for k, v in obj.items()}
+    return obj

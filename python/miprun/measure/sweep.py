@@ -81,8 +81,15 @@ def sweep_candidates(source, input_ids: torch.Tensor, candidates: Sequence[Candi
 
 
 def _advance(turn: BlockTurn, groups: list, site: str | None, batch_size: int) -> tuple[list, int]:
-    """Every group through block ``turn.index``: split by what its candidates do there, each state run once."""
+    """Every group through block ``turn.index``: split by what its candidates do there, each state run once.
+
+    States that only run the block go through it together (:meth:`BlockTurn.run_many`, their
+    windows packed into full batches), a few at a time: as many as fill one batch, so that
+    no more than a batch's worth of extra states is alive at once.
+    """
     i, out_groups, ran = turn.index, [], 0
+    plain: list[tuple[torch.Tensor, list]] = []
+    pack = max(1, -(-turn.batch_rows // max(1, int(groups[0][0].shape[0])))) if groups else 1
     while groups:
         h, members = groups.pop()
         by_step: dict = {}
@@ -92,20 +99,28 @@ def _advance(turn: BlockTurn, groups: list, site: str | None, batch_size: int) -
             out_groups.append((h, by_step.pop(("x",))))
         if not by_step:
             continue
-        mapped = [s for s in by_step if s is not None]
         ran += 1
-        if mapped:
-            out, m = turn.run(h, capture=site)
-            for s in mapped:
-                c = by_step[s][0]
-                out_groups.append((mapped_output(out, m, c.maps[i], batch_size), by_step[s]))
-            del m
-        else:
-            out = turn.run(h)
+        if list(by_step) == [None]:  # the block alone: packed with other states
+            plain.append((h, by_step[None]))
+            if len(plain) >= pack:
+                out_groups += _run_plain(turn, plain)
+            continue
+        out, m = turn.run(h, capture=site)
+        for s in [s for s in by_step if s is not None]:
+            c = by_step[s][0]
+            out_groups.append((mapped_output(out, m, c.maps[i], batch_size), by_step[s]))
         if None in by_step:
             out_groups.append((out, by_step[None]))
-        del h, out
-    return out_groups, ran
+        del h, out, m
+    return out_groups + _run_plain(turn, plain), ran
+
+
+def _run_plain(turn: BlockTurn, plain: list) -> list:
+    """The block over every state of ``plain`` (emptied), packed: the groups with their new states."""
+    outs = turn.run_many([h for h, _ in plain])
+    done = [(out, members) for out, (_, members) in zip(outs, plain)]
+    plain.clear()
+    return done
 
 
 def _tail_sums(source, input_ids: torch.Tensor, finals: dict, tail_rows: int) -> dict:
