@@ -34,9 +34,9 @@ from miprun.evaluate.perplexity import perplexity
 from miprun.evaluate.zeroshot import evaluate_tasks
 from miprun.heal.fit import heal_cuts
 from miprun.heal.options import HealOptions
-from miprun.mi import REDUCTIONS
 from miprun.models.blocks import find_blocks
 from miprun.output.surgery import remove_blocks
+from miprun.scoring.options import TABLE_REDUCTIONS
 from miprun.scoring.score import score_blocks
 from miprun.selection.select import select
 
@@ -133,7 +133,7 @@ def parse_variants(text: str | None) -> tuple[tuple[str, str], ...]:
             continue
         est, _, red = item.partition(":")
         red = red or "pooled"
-        if est not in ("hist", "ksg", "gaussian") or red not in REDUCTIONS.get(est, ()):
+        if est not in ("hist", "ksg", "gaussian") or red not in TABLE_REDUCTIONS.get(est, ()):
             raise ValueError(f"--estimators entry {item!r} is not an MI estimator:reduction pair; choose from "
                              + ", ".join(f"{e}:{r}" for e, r in MI_VARIANTS))
         out.append((est, red))
