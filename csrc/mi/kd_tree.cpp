@@ -107,12 +107,15 @@ std::size_t KdTree::count(std::uint32_t node, const double* q, double eps) const
   const Node& nd = nodes_[node];
   const double* lo = lo_.data() + static_cast<std::size_t>(node) * w_;
   const double* hi = hi_.data() + static_cast<std::size_t>(node) * w_;
-  bool whole = true;
+  // how far the box reaches each side of q: it lies eps or more away (far), or within eps (whole);
+  // every coordinate is tested without a branch, which costs less than branching on each
+  bool far = false, whole = true;
   for (std::size_t t = 0; t < w_; ++t) {
-    const double below = q[t] - lo[t], above = hi[t] - q[t];  // how far the box reaches each side of q
-    if (!(-below < eps) || !(-above < eps)) return 0;         // the box lies eps or more away
-    whole = whole && below < eps && above < eps;
+    const double below = q[t] - lo[t], above = hi[t] - q[t];
+    far |= !(-below < eps) | !(-above < eps);
+    whole &= (below < eps) & (above < eps);
   }
+  if (far) return 0;
   if (whole) return nd.end - nd.begin;
   if (nd.left != 0) return count(nd.left, q, eps) + count(nd.right, q, eps);
   std::size_t n = 0;
