@@ -192,7 +192,7 @@ def main() -> int:
     labels = list(ests)
     rows, figures = summary(records, labels, len(tasks))
     print(f"\n## Summary ({len(args.seeds)} seeds a task; speed-up: median over tasks of BMI KSG time / time)\n")
-    print_table(rows, ("estimator", "tasks it runs", "mean |error| (nats)", "mean log2 ratio",
+    print_table(rows, ("estimator", "tasks it runs", "mean abs error (nats)", "mean log2 ratio",
                        "median s / estimate", "speed-up vs BMI KSG"))
     print("\n## Every task (mean estimate over seeds; '-': refused; last columns: median s / estimate)\n")
     print_table(task_rows(records, labels), ("task", "dims", "true MI", *labels, f"{BASELINE} s", "miprun ksg joint s"))
