@@ -7,7 +7,7 @@ py.typed), so every annotation of the public API a caller touches must hold.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import assert_type
+from typing_extensions import assert_type
 
 import numpy as np
 import numpy.typing as npt
