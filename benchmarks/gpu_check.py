@@ -7,16 +7,19 @@ Run on a CUDA machine (about 5 minutes on an H100/H200):
 1. runs ``tests/kernels`` and every test marked ``requires_cuda`` on CUDA;
 2. runs ``benchmarks/bench_gpu.py`` (histogram MI against the copy bandwidth, per-column
    KSG against scikit-learn, the score-window steps) and keeps its table;
-3. prunes the synthetic 32-block Llama (and SmolLM2-135M from its GGUF, when the file and
+3. measures joint KSG (``reduction="joint"``, 5 + 5 dimensions, k = 3) on CUDA tensors at
+   10^5 and 10^6 samples, and at 10^5 checks it against the native core on the same
+   prepared points;
+4. prunes the synthetic 32-block Llama (and SmolLM2-135M from its GGUF, when the file and
    GGUF support are there) on the GPU with the default options (verify, refine and the plan
    check measuring candidate plans): the prune wall time against one plain forward pass
    over the same tokens, the same with ``offload=True``, and a check that no hidden state
    goes to the host while scoring (a torch profiler trace of the device-to-host copies: the
    largest one must be smaller than one hidden state);
-4. the measurement sweep alone: 16 plans measured in one sweep of the measurer (prefix
+5. the measurement sweep alone: 16 plans measured in one sweep of the measurer (prefix
    sharing, KL from the unpruned model in the same pass) against one full forward pass per
    plan over the same windows;
-5. writes every figure, the device, driver, torch and triton versions to one JSON and
+6. writes every figure, the device, driver, torch and triton versions to one JSON and
    prints a table.
 
 ``--smoke-cpu`` runs the same code on the CPU with small shapes (kernels in Triton's
@@ -95,6 +98,43 @@ def run_bench(smoke: bool) -> dict:
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     return {"returncode": run.returncode, "table": run.stdout, "stderr": run.stderr[-2000:],
             "seconds": time.perf_counter() - t}
+
+
+def run_joint_ksg(smoke: bool, repeats: int) -> list[dict]:
+    """Joint KSG of x, y: (n, 5) each on the device (Triton kNN kernels), k = 3.
+
+    ``y = 0.6 x + 0.8 e``: five independent pairs of correlation 0.6, true MI
+    ``-5/2 log(1 - 0.36) = 1.116`` nats (KSG in 10 dimensions is biased low). Where the CPU
+    can afford it (10^5 samples), the native core estimates the same prepared points: the
+    two must agree to float64 summation order.
+    """
+    from miprun.kernels.knn import ksg_points_triton
+    from miprun.mi.cpu import ksg_points_cpu
+    from miprun.mi.ksg import prepare
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    sizes = (300, 600) if smoke else (100_000, 1_000_000)
+    truth = -2.5 * float(torch.log1p(torch.tensor(-0.36)))
+    results = []
+    for n in sizes:
+        g = torch.Generator(device=device).manual_seed(n)
+        x = torch.randn(n, 5, device=device, generator=g)
+        y = 0.6 * x + 0.8 * torch.randn(n, 5, device=device, generator=g)
+
+        def estimate():
+            return miprun.mutual_information(x, y, estimator="ksg", reduction="joint", k=3, backend="triton")
+
+        value = estimate()  # compiles the kernels
+        seconds = _median_s(estimate, 1 if n >= 1_000_000 else repeats)
+        out = {"n": n, "dims": "5+5", "k": 3, "seconds": seconds, "estimate": value, "true": truth}
+        if n <= 100_000:
+            xs, ys = prepare(x, y, reduction="joint", max_samples=None, seed=0)
+            t = time.perf_counter()
+            native = ksg_points_cpu(xs.cpu(), ys.cpu(), 3)
+            out["native_seconds"] = time.perf_counter() - t
+            out["kernel_minus_native"] = ksg_points_triton(xs, ys, 3) - native
+            out["agrees_with_native"] = abs(out["kernel_minus_native"]) <= 1e-9
+        results.append(out)
+    return results
 
 
 def synthetic_model(blocks: int, hidden: int):
@@ -239,6 +279,10 @@ def table(report: dict) -> str:
              f"torch {report['machine']['versions'].get('torch')}, triton {report['machine']['versions'].get('triton')}"]
     for name, t in report["tests"].items():
         lines.append(f"tests {name:14s} {t['summary']}  ({t['seconds']:.0f} s)")
+    lines.append("joint KSG (5+5, k=3)   n         seconds  estimate  true   native s  kernel = native")
+    for r in report["joint_ksg"]:
+        native = f"{r['native_seconds']:8.2f}  {r['agrees_with_native']}" if "native_seconds" in r else "       -  -"
+        lines.append(f"{'':22s} {r['n']:<9d} {r['seconds']:7.3f}  {r['estimate']:8.4f}  {r['true']:.3f}  {native}")
     lines.append("prune                                     forward s  prune s  ratio  offload ratio  no D2H state")
     for r in report["prune"]:
         if "skipped" in r:
@@ -269,6 +313,7 @@ def main() -> int:
     if smoke:
         os.environ.setdefault("TRITON_INTERPRET", "1")
     report = {"machine": machine(), "tests": run_tests(smoke), "bench": run_bench(smoke),
+              "joint_ksg": run_joint_ksg(smoke, 1 if smoke else args.repeats),
               "prune": run_prunes(smoke, 1 if smoke else args.repeats)}
     out = Path(args.out or Path(os.environ.get("OUT", ".")) / "gpu_check.json")
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -365,7 +365,8 @@ Returns
 float
     The raw estimate in nats. Scalar pairs take an O(m log m) path (sorted marginals,
     binary search; joint neighbours by an outward scan in ``x`` order); other dimensions
-    a brute-force O(m^2) scan with O(k) memory per thread.
+    exact searches in a k-d tree (up to 24 coordinates in a space) or in points sorted by
+    their first coordinate (more), with the same eps and counts as a brute-force scan.
 )pbdoc");
 
     m.def(

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mi/columns.hpp"
+#include "mi/ksg_search.hpp"
 #include "mi/parallel.hpp"
 #include "mi/radix_sort.hpp"
 
@@ -30,83 +31,7 @@ double digamma(double x) {
 
 namespace {
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
-// Points per unit of parallel work; partial sums are kept per chunk and added in order, so
-// the result does not depend on the number of threads.
-constexpr std::size_t kChunk = 512;
-
-void check_ksg(std::size_t m, int k) {
-  if (k < 1) throw std::invalid_argument("k must be a positive int, got " + std::to_string(k));
-  if (m < static_cast<std::size_t>(k) + 1)
-    throw std::invalid_argument("KSG with k=" + std::to_string(k) + " needs at least " + std::to_string(k + 1) +
-                                " samples, got " + std::to_string(m));
-}
-
-// Keep the k smallest distances seen, ascending in best[0..k); best[k-1] is the k-th.
-inline void offer(double* best, int k, double d) {
-  int pos = k - 1;
-  while (pos > 0 && best[pos - 1] > d) {
-    best[pos] = best[pos - 1];
-    --pos;
-  }
-  best[pos] = d;
-}
-
-// Number of j in 1..limit with gap(j) < eps, for gap non-decreasing in j. The search
-// starts at `guess` and gallops from there, so a good guess costs a few probes near the
-// answer; the last stretch is a branch-free binary search (a conditional move per step).
-template <class Gap>
-std::size_t count_below(Gap gap, std::size_t limit, double eps, std::size_t guess) {
-  if (limit == 0) return 0;
-  std::size_t in = 0, out = limit + 1;  // gap(in) < eps (in = 0: nothing yet), gap(out) >= eps
-  const std::size_t g = std::clamp<std::size_t>(guess, 1, limit);
-  if (gap(g) < eps) {
-    in = g;
-    for (std::size_t step = 1; in + step <= limit; step <<= 1) {
-      if (!(gap(in + step) < eps)) {
-        out = in + step;
-        break;
-      }
-      in += step;
-    }
-  } else {
-    out = g;
-    for (std::size_t step = 1; step < out - in; step <<= 1) {
-      if (gap(out - step) < eps) {
-        in = out - step;
-        break;
-      }
-      out -= step;
-    }
-  }
-  // the first j with gap(j) >= eps lies in [in + 1, out]
-  std::size_t base = in + 1, len = out - base;
-  if (len == 0) return in;
-  while (len > 1) {
-    const std::size_t half = len / 2;
-    base = gap(base + half - 1) < eps ? base + half : base;
-    len -= half;
-  }
-  return (gap(base) < eps ? base + 1 : base) - 1;
-}
-
-// Points each side used to estimate the local density of the sorted values around p.
-constexpr std::size_t kDensitySpan = 16;
-
-// Number of q with |s[q] - s[p]| < eps in the sorted s: (m,), p included. The search on
-// each side starts where the local density says the boundary should be. Differences are
-// formed as s[q] - s[p], the same rounding as |x_i - x_j| in the reference.
-std::size_t count_within(const double* s, std::size_t m, std::size_t p, double eps) {
-  if (!(eps > 0.0)) return 0;
-  const double c = s[p];
-  const std::size_t a = p >= kDensitySpan ? p - kDensitySpan : 0, b = std::min(m - 1, p + kDensitySpan);
-  const double span = s[b] - s[a];
-  const double expected = span > 0.0 ? eps * static_cast<double>(b - a) / span : 1.0;
-  const std::size_t guess = expected < static_cast<double>(m) ? static_cast<std::size_t>(expected) + 1 : m;
-  const std::size_t right = count_below([s, p, c](std::size_t j) { return s[p + j] - c; }, m - 1 - p, eps, guess);
-  const std::size_t left = count_below([s, p, c](std::size_t j) { return c - s[p - j]; }, p, eps, guess);
-  return 1 + left + right;
-}
+using namespace ksg_search;
 
 struct ValueIndex {
   double v;
@@ -196,16 +121,6 @@ double kth_distance(const Slabs& s, const double* px, const double* py, std::siz
   return best[k - 1];
 }
 
-double finish(double psi_sum, std::size_t m, int k) {
-  return digamma(static_cast<double>(k)) + digamma(static_cast<double>(m)) - psi_sum / static_cast<double>(m);
-}
-
-double sum_in_order(const std::vector<double>& parts) {
-  double s = 0.0;
-  for (double v : parts) s += v;
-  return s;
-}
-
 }  // namespace
 
 double ksg_scalar(const double* x, const double* y, std::size_t m, int k, bool parallel) {
@@ -252,45 +167,7 @@ double ksg_points(const double* x, const double* y, std::size_t m, std::size_t d
   check_ksg(m, k);
   if (dx == 0 || dy == 0) throw std::invalid_argument("KSG needs at least one column in x and in y");
   if (dx == 1 && dy == 1) return ksg_scalar(x, y, m, k, true);
-  const std::size_t n_chunks = (m + kChunk - 1) / kChunk;
-  std::vector<double> parts(n_chunks, 0.0);
-  MIPRUN_OMP(parallel if (m * m * (dx + dy) >= kParallelGrain))
-  {
-    std::vector<double> best(static_cast<std::size_t>(k));
-    MIPRUN_OMP(for schedule(dynamic, 1))
-    for (long long c = 0; c < static_cast<long long>(n_chunks); ++c) {
-      const std::size_t a = static_cast<std::size_t>(c) * kChunk, b = std::min(m, a + kChunk);
-      double s = 0.0;
-      for (std::size_t i = a; i < b; ++i) {
-        const double* xi = x + i * dx;
-        const double* yi = y + i * dy;
-        std::fill(best.begin(), best.end(), kInf);
-        for (std::size_t j = 0; j < m; ++j) {
-          if (j == i) continue;
-          const double* xj = x + j * dx;
-          const double* yj = y + j * dy;
-          double d = 0.0;
-          for (std::size_t t = 0; t < dx; ++t) d = std::max(d, std::fabs(xi[t] - xj[t]));
-          for (std::size_t t = 0; t < dy; ++t) d = std::max(d, std::fabs(yi[t] - yj[t]));
-          if (d < best[static_cast<std::size_t>(k) - 1]) offer(best.data(), k, d);
-        }
-        const double eps = best[static_cast<std::size_t>(k) - 1];
-        std::size_t nx1 = 0, ny1 = 0;  // self included: its distance 0 is below any eps > 0
-        for (std::size_t j = 0; j < m; ++j) {
-          const double* xj = x + j * dx;
-          const double* yj = y + j * dy;
-          double ex = 0.0, ey = 0.0;
-          for (std::size_t t = 0; t < dx; ++t) ex = std::max(ex, std::fabs(xi[t] - xj[t]));
-          for (std::size_t t = 0; t < dy; ++t) ey = std::max(ey, std::fabs(yi[t] - yj[t]));
-          nx1 += ex < eps;
-          ny1 += ey < eps;
-        }
-        s += digamma(static_cast<double>(nx1)) + digamma(static_cast<double>(ny1));
-      }
-      parts[static_cast<std::size_t>(c)] = s;
-    }
-  }
-  return finish(sum_in_order(parts), m, k);
+  return ksg_joint(x, y, m, dx, dy, k);
 }
 
 double ksg_per_dim(const double* x, const double* y, std::size_t m, std::size_t d, int k) {

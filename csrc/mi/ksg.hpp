@@ -19,9 +19,16 @@ double digamma(double x);
 // Runs on all threads when `parallel`.
 double ksg_scalar(const double* x, const double* y, std::size_t m, int k, bool parallel);
 
-// KSG of point sets x: (m, dx), y: (m, dy) row-major. Scalar pairs take ksg_scalar; other
-// dimensions a brute-force scan over all points per point (O(m^2 (dx + dy)) time, O(k)
-// extra memory per thread).
+// KSG of point sets x: (m, dx), y: (m, dy) row-major, any dx, dy >= 1, exact neighbours.
+// The points are sorted by the first coordinate of x (and, for the y counts, of y); each
+// search walks outwards from the point in that order and stops where the gap in that one
+// coordinate alone reaches the k-th distance (or eps, for the counts). The cost follows
+// the number of points within eps in one coordinate: near O(m log m) in few dimensions,
+// O(m^2 (dx + dy)) at worst. eps and the counts equal a brute-force scan's exactly.
+double ksg_joint(const double* x, const double* y, std::size_t m, std::size_t dx, std::size_t dy, int k);
+
+// KSG of point sets x: (m, dx), y: (m, dy) row-major: ksg_scalar for scalar pairs,
+// ksg_joint otherwise.
 double ksg_points(const double* x, const double* y, std::size_t m, std::size_t dx, std::size_t dy, int k);
 
 // Mean over columns j of ksg_scalar(x[:, j], y[:, j]) for x, y: (m, d) row-major,

@@ -189,3 +189,21 @@ def test_invalid_arguments_raise(device):
         khist.joint_counts_triton(x, x, bins=4)
     with pytest.raises(ValueError, match=r"\(d, bins-1\)"):
         khist.codes_from_edges_triton(x, torch.zeros(3, 4, dtype=torch.float64, device=device))
+
+
+# ----------------------------------------------------------------------------- joint histogram
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("dx", "dy"), [(2, 2), (1, 3), (2, 1)])
+def test_joint_hist_equals_reference(device, dtype, dx, dy):
+    """reduction="joint": edges and codes per column on the device, the same cells as the reference."""
+    import miprun
+
+    x, y = _pair(1500, 2, dtype, device, seed=dx * 10 + dy)
+    x, y = x[:, :dx], y[:, :dy] if dy <= 2 else torch.cat([y, y[:, :1] * 0.5 + x[:, 1:2]], 1)[:, :dy]
+    for bins, binning, bc in (("auto", "quantile", None), (9, "uniform", "miller_madow")):
+        kw = dict(estimator="hist", reduction="joint", bins=bins, binning=binning, bias_correction=bc)
+        got = miprun.mutual_information(x, y, backend="triton", **kw)
+        ref = miprun.mutual_information(x.cpu(), y.cpu(), backend="reference", **kw)
+        assert ref > 0.05
+        assert abs(got - ref) <= MI_TOL, (bins, binning, got, ref)

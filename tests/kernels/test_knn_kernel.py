@@ -95,14 +95,35 @@ def test_public_triton_backend_on_bivariate_normal(device):
     g = torch.Generator().manual_seed(13)
     x = torch.randn(500, 2, generator=g, dtype=torch.float64)
     y = rho * x + math.sqrt(1 - rho ** 2) * torch.randn(500, 2, generator=g, dtype=torch.float64)
-    for reduction in ("pooled", "per_dim", "projection"):
+    for reduction in ("pooled", "per_dim", "projection", "joint"):
         got = miprun.mutual_information(x.to(device), y.to(device), estimator="ksg", reduction=reduction,
                                         backend="triton")
-        ref = miprun.mutual_information(x, y, estimator="ksg", reduction=reduction, backend="reference")
+        # the reference on the same device: the tie-breaking jitter comes from that device's generator
+        ref = miprun.mutual_information(x.to(device), y.to(device), estimator="ksg", reduction=reduction,
+                                        backend="reference")
         assert abs(got - ref) <= KSG_TOL, reduction
-        if reduction != "projection":  # projections mix the two columns: a different quantity
+        if reduction in ("pooled", "per_dim"):  # projection mixes the columns; joint is twice the pair's MI
             # KSG's standard deviation at 500-1000 samples is about 0.04 nats here
             assert abs(got - truth) < 0.12, (reduction, got)
+        if reduction == "joint":  # two independent pairs: MI adds up; KSG in 4 dimensions is biased low
+            assert abs(got - 2 * truth) < 0.2, (reduction, got)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("m,dx,dy,k", [(257, 1, 3, 3), (300, 4, 2, 5), (129, 7, 6, 2), (200, 2, 1, 1)])
+def test_joint_ksg_equals_reference(device, m, dx, dy, k):
+    """reduction="joint" on the device: every column, every row, the kernel's exact neighbours."""
+    import miprun
+
+    seed = m + dx + dy + k
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, dx, generator=g, dtype=torch.float64)
+    y = torch.tanh(x.sum(1, keepdim=True)) + 0.6 * torch.randn(m, dy, generator=g, dtype=torch.float64)
+    kw = dict(estimator="ksg", reduction="joint", k=k, seed=seed)
+    got = miprun.mutual_information(x.to(device), y.to(device), backend="triton", **kw)
+    ref = miprun.mutual_information(x.to(device), y.to(device), backend="reference", **kw)
+    assert ref > 0.05, f"seed={seed}"
+    assert abs(got - ref) <= KSG_TOL, f"seed={seed} got={got} ref={ref}"
 
 
 @pytest.mark.parametrize("device", DEVICES)

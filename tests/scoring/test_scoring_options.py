@@ -9,14 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from miprun.mi import REDUCTIONS
 from miprun.mi.backend import BACKENDS
 from miprun.mi.binning import BIN_RULES, MAX_BINS
 from miprun.mi.hist import BIAS_CORRECTIONS
-from miprun.scoring.options import BINNINGS, ScoringOptions
+from miprun.scoring.options import BINNINGS, TABLE_REDUCTIONS, ScoringOptions
 
 
-@pytest.mark.parametrize("estimator, reduction", [(e, r) for e, rs in REDUCTIONS.items() for r in rs])
+@pytest.mark.parametrize("estimator, reduction", [(e, r) for e, rs in TABLE_REDUCTIONS.items() for r in rs])
 def test_every_supported_pair_is_accepted(estimator, reduction):
     assert ScoringOptions(estimator=estimator, reduction=reduction).reduction == reduction
 
@@ -26,6 +25,13 @@ def test_every_supported_pair_is_accepted(estimator, reduction):
 def test_a_reduction_the_estimator_lacks_is_refused(estimator, reduction):
     with pytest.raises(ValueError, match=rf"estimator '{estimator}' supports reduction .*'{reduction}'"):
         ScoringOptions(estimator=estimator, reduction=reduction)
+
+
+@pytest.mark.parametrize("estimator", ["hist", "ksg", "gaussian", "cosine"])
+def test_joint_is_not_a_table_reduction(estimator):
+    # mutual_information takes reduction="joint"; a score table of hidden states does not
+    with pytest.raises(ValueError, match="'joint'.*not a score-table reduction.*mutual_information"):
+        ScoringOptions(estimator=estimator, reduction="joint")
 
 
 def test_the_baselines_ignore_the_reduction():
@@ -81,10 +87,10 @@ def test_from_dict_refuses_unknown_keys():
 
 @st.composite
 def scoring_options(draw):
-    estimator = draw(st.sampled_from(sorted(REDUCTIONS)))
+    estimator = draw(st.sampled_from(sorted(TABLE_REDUCTIONS)))
     return ScoringOptions(
         estimator=estimator,
-        reduction=draw(st.sampled_from(REDUCTIONS[estimator])),
+        reduction=draw(st.sampled_from(TABLE_REDUCTIONS[estimator])),
         max_run=draw(st.none() | st.integers(1, 64)),
         bins=draw(st.integers(2, MAX_BINS) | st.sampled_from(BIN_RULES)),
         binning=draw(st.sampled_from(BINNINGS)),

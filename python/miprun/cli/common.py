@@ -8,10 +8,9 @@ import os
 from transformers.utils import logging as hf_logging
 
 from miprun.hidden.sources import DEVICE_MAPS, parse_max_memory
-from miprun.mi import REDUCTIONS
 from miprun.mi.scale import DISTANCE_ESTIMATORS, MI_ESTIMATORS
 from miprun.scoring.distributed import DataParallel
-from miprun.scoring.options import BINNINGS
+from miprun.scoring.options import BINNINGS, TABLE_REDUCTIONS
 from miprun.util.progress import progress_enabled
 
 __all__ = ["Parser", "positive", "count", "non_negative", "fraction", "bins", "add_model_options",
@@ -130,7 +129,7 @@ def add_calibration_options(p: argparse.ArgumentParser, *, required: bool = True
 def add_scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator", choices=MI_ESTIMATORS + DISTANCE_ESTIMATORS, default=None,
                    help="score: hist (default), ksg, gaussian; cosine/angular are the ShortGPT/Gromov baselines")
-    p.add_argument("--reduction", choices=sorted({r for rs in REDUCTIONS.values() for r in rs}), default="pooled",
+    p.add_argument("--reduction", choices=sorted({r for rs in TABLE_REDUCTIONS.values() for r in rs}), default="pooled",
                    help="how hidden dimensions become one number (default pooled)")
     p.add_argument("--bins", type=bins, default="auto", help="hist bins: 2..256 or auto/rice/sturges/sqrt")
     p.add_argument("--binning", choices=BINNINGS, default="quantile", help="hist binning (default quantile)")

@@ -1,4 +1,4 @@
-"""The ``miprun`` command: one subcommand per module (score, prune, demo, eval, compare).
+"""The ``miprun`` command: one subcommand per module (score, prune, demo, eval, compare, mi).
 
 User errors (bad options, missing files, refused outputs) print one line to stderr and
 exit with status 2; nothing is written when a check fails. Ctrl-C exits with 130 and
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from miprun.cli import compare, demo, evaluate, prune, score
+from miprun.cli import compare, demo, evaluate, mi, prune, score
 from miprun.cli.common import OPENED, Parser
 from miprun.output.guard import Terminated, sigterm_raises
 from miprun.util.messages import install_warning_format
@@ -25,7 +25,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="miprun", description="Depth pruning of LLMs by mutual information.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for command in (score, prune, demo, evaluate, compare):
+    for command in (score, prune, demo, evaluate, compare, mi):
         command.register(sub)
     return parser
 

@@ -23,11 +23,12 @@ def as_tensor(a, name: str) -> torch.Tensor:
     return t
 
 
-def check_pair(x, y, *, min_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def check_pair(x, y, *, min_samples: int = 1, needs: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``x, y`` as 2-D tensors of shape ``(n, d)`` on one device, or raise ``ValueError``.
 
     ``x, y``: paired samples, shape ``(n,)`` or ``(n, d)``. Rejects mismatched shapes,
-    empty input, fewer than ``min_samples`` samples, and NaN or infinite values.
+    empty input, fewer than ``min_samples`` samples (``needs`` names what needs them, e.g.
+    ``"KSG with k=3"``), and NaN or infinite values.
     """
     x = as_tensor(x, "x")
     y = as_tensor(y, "y")
@@ -42,7 +43,7 @@ def check_pair(x, y, *, min_samples: int = 1) -> tuple[torch.Tensor, torch.Tenso
     if x.shape[0] == 0 or x.shape[1] == 0 or y.shape[1] == 0:
         raise ValueError(f"empty input: x has shape {tuple(x.shape)}, y has shape {tuple(y.shape)}")
     if x.shape[0] < min_samples:
-        raise ValueError(f"need at least {min_samples} samples, got {x.shape[0]}")
+        raise ValueError(f"{needs or 'the estimate'} needs at least {min_samples} samples, got {x.shape[0]}")
     if x.device != y.device:
         raise ValueError(f"x and y are on different devices ({x.device} and {y.device})")
     for name, t in (("x", x), ("y", y)):

@@ -61,6 +61,8 @@ def prepare(x: torch.Tensor, y: torch.Tensor, *, reduction: str, max_samples: in
     ``pooled``: ``(m, 1)`` each, a seeded sample of ``m = max_samples`` element pairs.
     ``per_dim``: ``(n', d)``, rows optionally subsampled; column ``j`` is one scalar pair.
     ``projection``: ``(n', p)``, both projected by one seeded Gaussian matrix.
+    ``joint``: ``(n', dx)`` and ``(n', dy)``, every column kept (rows subsampled only when
+    ``max_samples`` asks), for KSG on the joint space of ``x`` and ``y``.
     Each output column is standardised and jittered.
     """
     dev = x.device
@@ -79,8 +81,11 @@ def prepare(x: torch.Tensor, y: torch.Tensor, *, reduction: str, max_samples: in
         proj = random_projection(x.shape[1], projection_dim, seed, dev)
         xs = xs.to(torch.float64) @ proj
         ys = ys.to(torch.float64) @ proj
+    elif reduction == "joint":
+        idx = subsample_rows(x.shape[0], max_samples, seed, dev)
+        xs, ys = (x, y) if idx is None else (x[idx], y[idx])
     else:
-        raise ValueError(f"ksg supports reduction 'pooled', 'per_dim' or 'projection', got {reduction!r}")
+        raise ValueError(f"ksg supports reduction 'pooled', 'per_dim', 'projection' or 'joint', got {reduction!r}")
     return standardize_jitter(xs, seed + 1), standardize_jitter(ys, seed + 2)
 
 
@@ -132,6 +137,10 @@ def ksg_prepared(xs: torch.Tensor, ys: torch.Tensor, k: int, *, per_dim: bool, b
 def ksg_ref(x: torch.Tensor, y: torch.Tensor, *, k: int = 3, reduction: str = "pooled",
             max_samples: int | None = None, seed: int = 0,
             projection_dim: int = DEFAULT_PROJECTION_DIM) -> float:
-    """Reference KSG MI in nats of ``x, y: (n, d)``; negative estimates are clipped to 0."""
+    """Reference KSG MI in nats of ``x: (n, dx)``, ``y: (n, dy)``; negative estimates are clipped to 0.
+
+    ``dx == dy`` except for ``reduction="joint"``, the MI of ``x`` and ``y`` as random
+    vectors: exact neighbours in the max-norm over all ``dx + dy`` columns.
+    """
     xs, ys = prepare(x, y, reduction=reduction, max_samples=max_samples, seed=seed, projection_dim=projection_dim)
     return ksg_prepared(xs, ys, k, per_dim=reduction == "per_dim", backend="reference")

@@ -43,9 +43,8 @@ from miprun.calibration.split import WindowSplit, split_windows
 from miprun.hidden.options import ExecutionOptions
 from miprun.hidden.runner import as_source
 from miprun.measure import Measurer
-from miprun.mi import REDUCTIONS
 from miprun.pipeline.compare_eval import PlanEvaluator
-from miprun.scoring.options import ScoringOptions
+from miprun.scoring.options import TABLE_REDUCTIONS, ScoringOptions
 from miprun.scoring.score import score_tokens
 from miprun.selection.measured import Measured
 from miprun.selection.options import AUTO_REFINE, AUTO_SCREEN, AUTO_VERIFY, CONFIRM, DEFAULT_CRITERION
@@ -156,7 +155,7 @@ def parse_variants(text: str | None) -> tuple[tuple[str, str], ...]:
             continue
         est, _, red = item.partition(":")
         red = red or "pooled"
-        if est not in ("hist", "ksg", "gaussian") or red not in REDUCTIONS.get(est, ()):
+        if est not in ("hist", "ksg", "gaussian") or red not in TABLE_REDUCTIONS.get(est, ()):
             raise ValueError(f"--estimators entry {item!r} is not an MI estimator:reduction pair; choose from "
                              + ", ".join(f"{e}:{r}" for e, r in MI_VARIANTS))
         out.append((est, red))

@@ -12,11 +12,14 @@ from miprun.mi.ksg import DEFAULT_PROJECTION_DIM
 from miprun.mi.scale import DISTANCE_ESTIMATORS
 from miprun.util.options import Options, check_choice, check_int
 
-__all__ = ["ScoringOptions", "BINNINGS", "DEFAULT_EDGE_TOKENS"]
+__all__ = ["ScoringOptions", "BINNINGS", "DEFAULT_EDGE_TOKENS", "TABLE_REDUCTIONS"]
 
 #: Quantile edges use every token row up to this many, else a seeded subset of this size.
 DEFAULT_EDGE_TOKENS = 65_536
 BINNINGS = ("quantile", "uniform")
+#: The reductions a score table takes, per estimator: all of miprun.mi's but "joint", the MI
+#: of two whole vectors (a state's thousands of columns at once), which no window holds.
+TABLE_REDUCTIONS = {est: tuple(r for r in rs if r != "joint") for est, rs in REDUCTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class ScoringOptions(Options):
         As :func:`miprun.mutual_information`; ``cosine`` and ``angular`` are the ShortGPT
         and Gromov baselines (not MI) and ignore ``reduction``.
     reduction : {"pooled", "per_dim", "projection"}
+        ``joint`` (:func:`miprun.mutual_information`) is not a score-table reduction.
     max_run : int or None
         Longest run scored; None: the number of blocks to remove (1 when unknown).
     bins, binning, bias_correction
@@ -61,12 +65,16 @@ class ScoringOptions(Options):
     backend: str = "auto"
 
     def __post_init__(self) -> None:
-        check_choice("estimator", self.estimator, tuple(REDUCTIONS))
-        if self.estimator not in DISTANCE_ESTIMATORS and self.reduction not in REDUCTIONS[self.estimator]:
-            raise ValueError(f"estimator {self.estimator!r} supports reduction {REDUCTIONS[self.estimator]}, "
+        check_choice("estimator", self.estimator, tuple(TABLE_REDUCTIONS))
+        if self.reduction == "joint":
+            raise ValueError("reduction='joint' (the MI of two whole vectors) is not a score-table reduction: a "
+                             "table scores runs with 'pooled', 'per_dim' or 'projection'; for the joint MI of two "
+                             "arrays use miprun.mutual_information(x, y, reduction='joint') or `miprun mi X Y`")
+        if self.estimator not in DISTANCE_ESTIMATORS and self.reduction not in TABLE_REDUCTIONS[self.estimator]:
+            raise ValueError(f"estimator {self.estimator!r} supports reduction {TABLE_REDUCTIONS[self.estimator]}, "
                              f"got {self.reduction!r}")
         # the baselines ignore the reduction, but a misspelt one is still refused
-        check_choice("reduction", self.reduction, sorted({r for rs in REDUCTIONS.values() for r in rs}))
+        check_choice("reduction", self.reduction, sorted({r for rs in TABLE_REDUCTIONS.values() for r in rs}))
         check_int("max_run", self.max_run, low=1, allow_none=True)
         bins_ok = (isinstance(self.bins, int) and not isinstance(self.bins, bool) and 2 <= self.bins <= MAX_BINS)
         if not bins_ok and self.bins not in BIN_RULES:
