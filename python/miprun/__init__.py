@@ -20,7 +20,7 @@ from miprun.selection.options import SelectionOptions
 from miprun.selection.plan import Plan
 from miprun.selection.select import select
 from miprun.selection.sleb import sleb
-from miprun.selection.verify import verify
+from miprun.selection.verify import companion_runs, verify
 
 from miprun._native import package_version as _package_version
 
@@ -36,6 +36,7 @@ __all__ = [
     "score_blocks",
     "select",
     "verify",
+    "companion_runs",
     "sleb",
     "Measurer",
     "remove_blocks",
