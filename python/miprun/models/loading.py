@@ -38,6 +38,10 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # do end in ".5B" or ".1", so only these suffixes count.
 _FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".ggml", ".txt", ".model",
                   ".h5", ".msgpack", ".onnx", ".py", ".zip", ".tar", ".gz", ".tgz")
+try:  # what huggingface_hub raises for a config whose values contradict each other
+    from huggingface_hub.errors import StrictDataclassError as _CONFIG_INVALID
+except ImportError:  # older huggingface_hub: configs are not validated
+    _CONFIG_INVALID = ()
 # Seconds to wait for the Hub before declaring it unreachable; huggingface_hub itself
 # retries a failed connection for about 25 s before falling back to its cache.
 HUB_PROBE_TIMEOUT = 3.0
@@ -168,6 +172,10 @@ def load_config(name_or_path, *, trust_remote_code: bool = False):
         raise ValueError(f"cannot read the config of {folder}: {_first_line(exc)}") from None
     except ValueError as exc:
         raise ValueError(_remote_code_hint(name_or_path, exc, trust_remote_code)) from None
+    except _CONFIG_INVALID as exc:  # transformers 5 validates a config's sizes against each other
+        reason = _first_line(exc.__cause__ or exc)
+        raise ValueError(f"the config.json of {folder or name_or_path} is not valid: {reason}; fix config.json or "
+                         f"re-download the model") from None
 
 
 def _first_line(exc: Exception) -> str:
