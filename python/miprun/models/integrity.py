@@ -21,17 +21,17 @@ weight is ever left randomly initialised.
 
 from __future__ import annotations
 
-import os
+import math
 import re
-import struct
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from miprun.models.blocks import find_blocks, num_blocks_of, text_config
+from miprun.models.blocks import find_blocks, num_blocks_of
 from miprun.models.checkpoint import INDEX_NAME, SINGLE_NAME, BrokenCheckpointError, Checkpoint
-from miprun.models.gguf import gguf_metadata
+from miprun.models.gguf import require_gguf
+from miprun.models.gguf_header import read_gguf_header
 from miprun.models.skeleton import build_meta_model
 
 __all__ = ["BrokenCheckpointError", "check_checkpoint", "check_model_tensors", "check_loading_info",
@@ -246,51 +246,33 @@ def check_gguf_file(gguf_file, config=None) -> None:
     BrokenCheckpointError
         A header that cannot be read, tensor data past the end of the file (truncated),
         bytes past the last tensor's padding, or block tensors other than ``blk.0`` ..
-        ``blk.{T-1}`` for the ``T`` blocks the metadata (and ``config``) count.
+        ``blk.{T-1}`` for the ``T`` blocks ``config`` (default: the metadata) counts.
     """
+    require_gguf()
+    from gguf import GGML_QUANT_SIZES  # the gguf package knows every ggml type's block size
+
     path = Path(gguf_file)
     size = path.stat().st_size
     try:
-        data_start, tensors = _gguf_tensor_table(path)
-        metadata = gguf_metadata(path)
-    except (struct.error, ValueError, UnicodeDecodeError, IndexError, KeyError, OverflowError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BrokenCheckpointError(f"{path} is truncated or corrupt: its GGUF header cannot be read ({first}); "
-                                    f"re-download it") from None
-    end = data_start + max((offset + nbytes for _, offset, nbytes in tensors), default=0)
-    alignment = int(metadata.get("general.alignment", 32) or 32)
+        header = read_gguf_header(path)
+    except ValueError as exc:
+        raise BrokenCheckpointError(f"{path} is truncated or corrupt: {exc}; re-download it") from None
+    end = header.data_start
+    for t in header.tensors:
+        block, type_bytes = GGML_QUANT_SIZES.get(t.ggml_type, (0, 0))
+        if block:  # a type the gguf package does not know cannot be measured; the loader names it
+            end = max(end, header.data_start + t.offset + math.prod(t.dims) // block * type_bytes)
     if end > size:
-        raise BrokenCheckpointError(f"{path} is truncated: its header promises {end:,} bytes, the file "
-                                    f"has {size:,}; re-download it")
-    if size > -(-end // alignment) * alignment:
+        raise BrokenCheckpointError(f"{path} is truncated: its header promises {end:,} bytes, the file has "
+                                    f"{size:,}; re-download it")
+    if size > -(-end // header.alignment) * header.alignment:
         raise BrokenCheckpointError(f"{path} is longer than its header says: its tensors end at byte {end:,}, the "
                                     f"file has {size:,} (damaged, or another file's bytes appended); re-download it")
-    arch = metadata.get("general.architecture", "")
-    count = metadata.get(f"{arch}.block_count")
-    if config is not None:
-        count = num_blocks_of(text_config(config))
-    held = {int(m.group(1)) for name, _, _ in tensors if (m := _GGUF_BLOCK.match(name))}
+    arch = header.metadata.get("general.architecture", "")
+    count = num_blocks_of(config) if config is not None else header.metadata.get(f"{arch}.block_count")
+    held = {int(m.group(1)) for t in header.tensors if (m := _GGUF_BLOCK.match(t.name))}
     if count is not None and held != set(range(int(count))):
-        missing = sorted(set(range(int(count))) - held)
-        extra = sorted(held - set(range(int(count))))
-        notes = [f"blk.{i}.* missing" for i in missing[:2]] + [f"blk.{i}.* not read" for i in extra[:2]]
+        notes = ([f"blk.{i}.* missing" for i in sorted(set(range(int(count))) - held)[:2]]
+                 + [f"blk.{i}.* not read" for i in sorted(held - set(range(int(count))))[:2]])
         raise BrokenCheckpointError(f"{path} counts {count} blocks but its tensors hold {len(held)} "
                                     f"({', '.join(notes)}); re-download it")
-
-
-def _gguf_tensor_table(path: Path) -> tuple[int, list[tuple[str, int, int]]]:
-    """``(offset of the tensor data, [(name, offset in the data, bytes), ...])``, read from the header only."""
-    try:  # transformers' own reader of the header (5.x)
-        from transformers.integrations.gguf.reader import GgufHeader
-    except ImportError:
-        GgufHeader = None
-    if GgufHeader is not None:
-        header = GgufHeader.from_file(os.fspath(path))
-        return header.data_start, [(t.name, t.offset, t.nbytes) for t in header.tensors]
-    from gguf import GGUFReader  # the gguf package's reader maps every tensor: it fails on a truncated file
-
-    try:
-        reader = GGUFReader(os.fspath(path))
-    except Exception as exc:  # noqa: BLE001 - numpy's errors on a short file, turned into one message
-        raise ValueError(str(exc)) from None
-    return 0, [(t.name, int(t.data_offset), int(t.n_bytes)) for t in reader.tensors]

@@ -26,6 +26,11 @@ from miprun.models.families import family_of
 from miprun.models.gguf import find_gguf, load_gguf_config, load_gguf_model, load_gguf_tokenizer
 from miprun.models.integrity import check_checkpoint, check_gguf_file, check_loading_info
 
+try:  # what huggingface_hub raises for a config whose values contradict each other
+    from huggingface_hub.errors import StrictDataclassError as _CONFIG_INVALID
+except ImportError:  # older huggingface_hub: configs are not validated
+    _CONFIG_INVALID = ()
+
 __all__ = ["resolve_dtype", "local_dir", "looks_like_path", "hub_unreachable", "HubUnavailableError", "load_config",
            "check_loading_info", "check_causal_lm", "num_blocks_of", "text_config",
            "ModelInfo", "inspect_model", "load_model", "load_tokenizer"]
@@ -38,10 +43,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # do end in ".5B" or ".1", so only these suffixes count.
 _FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".ggml", ".txt", ".model",
                   ".h5", ".msgpack", ".onnx", ".py", ".zip", ".tar", ".gz", ".tgz")
-try:  # what huggingface_hub raises for a config whose values contradict each other
-    from huggingface_hub.errors import StrictDataclassError as _CONFIG_INVALID
-except ImportError:  # older huggingface_hub: configs are not validated
-    _CONFIG_INVALID = ()
 # Seconds to wait for the Hub before declaring it unreachable; huggingface_hub itself
 # retries a failed connection for about 25 s before falling back to its cache.
 HUB_PROBE_TIMEOUT = 3.0
