@@ -61,7 +61,7 @@ def header_length(path: Path) -> int:
 
 
 def truncation_offsets(path: Path) -> dict[str, int]:
-    """Where a safetensors file can be cut: inside the length prefix, the JSON header, the tensor data, the last byte."""
+    """Where a safetensors file can be cut: in the length prefix, the JSON header, the tensor data, the last byte."""
     size, length = path.stat().st_size, header_length(path)
     return {"empty": 0, "inside the length": 5, "inside the header": 8 + length // 2, "after the header": 8 + length,
             "inside the data": 8 + length + (size - 8 - length) // 2, "last byte": size - 1}
@@ -121,7 +121,7 @@ def listing(folder: Path) -> list[str]:
 # --- the command ---
 
 def command_argv(command: str, placement: str, model: Path, calib: Path, out: Path) -> list[str]:
-    """``miprun COMMAND MODEL ...`` with small settings, writing to ``out`` (a folder, or a JSON file for score, eval)."""
+    """``miprun COMMAND MODEL ...`` with small settings, writing to ``out`` (a folder; a JSON file for score, eval)."""
     flags = PLACEMENT_FLAGS[placement]
     if command == "prune":
         return ["prune", model, "--calib", calib, "--num-remove", "1", "--out", out, "--no-plots", "--quiet", *FAST,

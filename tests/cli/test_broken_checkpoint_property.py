@@ -41,6 +41,10 @@ def _weight_files(model: Path) -> list[Path]:
     return sorted(model.glob("*.safetensors"))
 
 
+def _pick(items: list, pick: int):
+    return items[pick % len(items)]
+
+
 def _tensor_shapes(path: Path) -> dict[str, list[int]]:
     with open(path, "rb") as fh:
         length = int.from_bytes(fh.read(8), "little")
@@ -55,19 +59,19 @@ def damages(draw):
     pick = draw(st.integers(min_value=0, max_value=2 ** 30))  # which file / tensor / offset, reduced when applied
     if kind == "truncate":
         def apply(model):
-            f = _weight_files(model)[pick % len(_weight_files(model))]
+            f = _pick(_weight_files(model), pick)
             truncate(f, pick % f.stat().st_size)
         return f"truncate (pick {pick})", apply
     if kind == "append":
         n = draw(st.integers(min_value=1, max_value=64))
-        return f"append {n} bytes", lambda model: append_bytes(_weight_files(model)[pick % len(_weight_files(model))], n)
+        return f"append {n} bytes", lambda model: append_bytes(_pick(_weight_files(model), pick), n)
     if kind == "config":
         field = draw(st.sampled_from(sorted(SIZES)))
         value = draw(st.integers(min_value=1, max_value=4 * SIZES[field]).filter(lambda v: v != SIZES[field]))
         return f"config {field}={value}", lambda model: edit_config(model, **{field: value})
 
     def apply(model):
-        f = _weight_files(model)[pick % len(_weight_files(model))]
+        f = _pick(_weight_files(model), pick)
         shapes = _tensor_shapes(f)
         name = sorted(shapes)[pick % len(shapes)]
         if kind == "drop":

@@ -79,11 +79,16 @@ def test_a_file_longer_than_its_header_is_refused(templates, tmp_path, command, 
 # --- config.json against the weights (4 blocks, hidden 32, 2 heads and 2 key/value heads of 16, MLP 64) ---
 
 MISMATCHES = {
-    "more blocks": ({"num_hidden_layers": 5}, "config.json says 5 blocks but the weights hold 4 (model.layers.4.* missing)"),
-    "fewer blocks": ({"num_hidden_layers": 3}, "config.json says 3 blocks but the weights hold 4 (model.layers.3.* not read)"),
-    "wider MLP": ({"intermediate_size": 128}, "mlp.down_proj.weight is (32, 64) in the weights, (32, 128) by config.json"),
-    "narrower MLP": ({"intermediate_size": 48}, "mlp.down_proj.weight is (32, 64) in the weights, (32, 48) by config.json"),
-    "more heads": ({"num_attention_heads": 4}, "self_attn.o_proj.weight is (32, 32) in the weights, (32, 64) by config.json"),
+    "more blocks": ({"num_hidden_layers": 5},
+                    "config.json says 5 blocks but the weights hold 4 (model.layers.4.* missing)"),
+    "fewer blocks": ({"num_hidden_layers": 3},
+                     "config.json says 3 blocks but the weights hold 4 (model.layers.3.* not read)"),
+    "wider MLP": ({"intermediate_size": 128},
+                  "mlp.down_proj.weight is (32, 64) in the weights, (32, 128) by config.json"),
+    "narrower MLP": ({"intermediate_size": 48},
+                     "mlp.down_proj.weight is (32, 64) in the weights, (32, 48) by config.json"),
+    "more heads": ({"num_attention_heads": 4},
+                   "self_attn.o_proj.weight is (32, 32) in the weights, (32, 64) by config.json"),
     "fewer heads": ({"num_attention_heads": 1, "num_key_value_heads": 1},
                     "self_attn.k_proj.weight is (32, 32) in the weights, (16, 32) by config.json"),
     "more key/value heads": ({"num_key_value_heads": 4},
@@ -171,7 +176,8 @@ STORIES_DAMAGES = {
                                "config.json says 6 blocks but the weights hold 5 (model.layers.5.* missing)"),
     "a wider MLP promised": (lambda m: edit_config(m, intermediate_size=256),
                              "mlp.down_proj.weight is (64, 172) in the weights, (64, 256) by config.json"),
-    "the tied head untied": (lambda m: edit_config(m, tie_word_embeddings=False), "missing tensors (1: lm_head.weight)"),
+    "the tied head untied": (lambda m: edit_config(m, tie_word_embeddings=False),
+                             "missing tensors (1: lm_head.weight)"),
 }
 
 

@@ -14,6 +14,7 @@ import struct
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 from tiny_models import ALL_FAMILIES, save_sharded, tiny_model
 
 from miprun.hidden.device_map import load_with_device_map
@@ -38,6 +39,21 @@ def test_every_family_saved_by_transformers_passes(tmp_path, family, tie):
     loaded = load_in_memory(folder, config)  # checks transformers' loading report too
     assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in model.parameters())
     load_with_device_map(folder, device_map={"": "cpu"}, config=config)
+
+
+def test_a_tied_head_may_be_stored_too_but_in_its_shape(tmp_path):
+    folder = save_sharded(tiny_model("llama", tie=True), tmp_path / "m", max_shard_size="10MB")
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+    save_file(tensors, weights, metadata={"format": "pt"})
+    config = load_config(folder)
+    check_checkpoint(folder, config)
+    load_in_memory(folder, config)
+    tensors["lm_head.weight"] = tensors["lm_head.weight"][:5]
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(BrokenCheckpointError, match=r"lm_head\.weight is \(5, 32\) in the weights, \(96, 32\) by"):
+        check_checkpoint(folder, config)
 
 
 # --- safetensors headers ---
@@ -118,8 +134,9 @@ def test_a_gguf_longer_than_its_tensors_is_refused(tmp_path):
 
 
 @needs_gguf
-@pytest.mark.parametrize("blocks,count,phrase", [(2, 3, r"counts 3 blocks but its tensors hold 2 \(blk\.2\.\* missing\)"),
-                                                 (3, 2, r"counts 2 blocks but its tensors hold 3 \(blk\.2\.\* not read\)")])
+@pytest.mark.parametrize("blocks,count,phrase", [
+    (2, 3, r"counts 3 blocks but its tensors hold 2 \(blk\.2\.\* missing\)"),
+    (3, 2, r"counts 2 blocks but its tensors hold 3 \(blk\.2\.\* not read\)")])
 def test_a_gguf_whose_tensors_do_not_hold_its_blocks_is_refused(tmp_path, blocks, count, phrase):
     with pytest.raises(BrokenCheckpointError, match=phrase):
         check_gguf_file(_gguf(tmp_path / "m.gguf", blocks=blocks, block_count=count))
