@@ -184,9 +184,9 @@ def test_config_with_fewer_blocks_than_the_weights_is_refused(tmp_path, no_weigh
     saved = save_sharded(tiny_model(model_type, preset="stream"), tmp_path / "m")
     folder, depth = _with_depth(saved, tmp_path / "short", -1)
     assert depth == 4
-    with pytest.raises(ValueError, match=r"block tensor\(s\).*" + _BLOCK[model_type].format(4)) as err:
+    with pytest.raises(ValueError, match=r"unexpected tensors \(\d+: .*" + _BLOCK[model_type].format(4)) as err:
         open_source(folder, offload=True, device="cpu", n_samples=5, seq_len=12)
-    assert "config.json says 4 blocks" in str(err.value)
+    assert "config.json says 4 blocks but the weights hold 5" in str(err.value)
     # The unmodified checkpoint opens (the refusal is about the mismatch only).
     assert open_source(saved, offload=True, device="cpu", n_samples=5, seq_len=12).num_blocks == 5
 
@@ -196,8 +196,9 @@ def test_config_with_more_blocks_than_the_weights_is_refused(tmp_path, no_weight
     saved = save_sharded(tiny_model(model_type, preset="stream"), tmp_path / "m")
     folder, depth = _with_depth(saved, tmp_path / "long", +1)
     assert depth == 6
-    with pytest.raises(ValueError, match=r"lacks \d+ tensor\(s\).*" + _BLOCK[model_type].format(5)):
+    with pytest.raises(ValueError, match=r"missing tensors \(\d+: .*" + _BLOCK[model_type].format(5)) as err:
         open_source(folder, offload=True, device="cpu", n_samples=5, seq_len=12)
+    assert "config.json says 6 blocks but the weights hold 5" in str(err.value)
 
 
 def test_dtype_the_device_cannot_run_is_reported(tmp_path, no_weight_reads):

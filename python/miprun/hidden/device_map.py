@@ -13,12 +13,14 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoModelForCausalLM
 
 from miprun.models.blocks import find_blocks
 from miprun.models.gguf import check_placement as check_gguf_placement, find_gguf
-from miprun.models.loading import resolve_dtype
+from miprun.models.integrity import check_checkpoint, check_loading_info
+from miprun.models.loading import load_config, local_dir, resolve_dtype
 
 __all__ = ["DEVICE_MAPS", "DeviceMapSource", "execution_device", "load_with_device_map"]
 
@@ -49,15 +51,32 @@ def load_with_device_map(model_dir, *, device_map="auto", dtype=None, max_memory
         Allow the checkpoint's own code (off by default).
     config : transformers.PretrainedConfig, optional
         The model's config when already read.
+
+    Raises
+    ------
+    ValueError
+        A checkpoint that is damaged or does not hold the weights its config describes
+        (:mod:`miprun.models.integrity`), checked before and after transformers loads it.
     """
     gguf = find_gguf(model_dir)
     if gguf is not None:
         check_gguf_placement(gguf, device_map=device_map)
-    kwargs = {"device_map": device_map, "dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
-    optional = {"max_memory": max_memory, "config": config, "attn_implementation": attn_implementation,
+    if config is None:
+        config = load_config(model_dir, trust_remote_code=trust_remote_code)
+    folder = local_dir(model_dir)
+    check_checkpoint(folder, config, trust_remote_code=trust_remote_code)
+    kwargs = {"device_map": device_map, "dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code,
+              "config": config, "output_loading_info": True, "ignore_mismatched_sizes": True}
+    optional = {"max_memory": max_memory, "attn_implementation": attn_implementation,
                 "offload_folder": None if offload_folder is None else str(Path(offload_folder))}
     kwargs.update({k: v for k, v in optional.items() if v is not None})
-    return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs).eval()
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except SafetensorError as exc:  # a damaged file in the Hub cache (local folders are checked above)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"the weights of {model_dir} are truncated or corrupt ({first}): re-download them") from None
+    check_loading_info(info, folder or model_dir, type(model).__name__)
+    return model.eval()
 
 
 def execution_device(module: nn.Module) -> torch.device:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoModelForCausalLM
 
 from miprun.models.blocks import find_blocks
-from miprun.models.loading import resolve_dtype
+from miprun.models.integrity import check_checkpoint, check_loading_info
+from miprun.models.loading import local_dir, resolve_dtype
 
 __all__ = ["InMemorySource", "compute_device", "load_in_memory"]
 
@@ -46,14 +48,26 @@ def load_in_memory(name_or_path, config, *, device=None, dtype=None, trust_remot
         Allow the checkpoint's own code.
     attn_implementation : str, optional
         Default: transformers' choice.
+
+    Raises
+    ------
+    ValueError
+        A checkpoint that is damaged or does not hold the weights ``config`` describes
+        (:mod:`miprun.models.integrity`), checked before and after transformers loads it:
+        no weight is ever left randomly initialised.
     """
+    folder = local_dir(name_or_path)
+    check_checkpoint(folder, config, trust_remote_code=trust_remote_code)
     kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
     try:
-        model = AutoModelForCausalLM.from_pretrained(os.fspath(name_or_path), config=config, dtype=resolve_dtype(dtype),
-                                                     trust_remote_code=trust_remote_code, **kwargs)
-    except (OSError, ValueError) as exc:
+        # ignore_mismatched_sizes: wrong shapes come back in the loading report, to be named below
+        model, info = AutoModelForCausalLM.from_pretrained(
+            os.fspath(name_or_path), config=config, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+            output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    except (OSError, ValueError, SafetensorError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"cannot load model {name_or_path}: {first}") from None
+    check_loading_info(info, folder or name_or_path, type(model).__name__)
     if device is not None:
         model.to(torch.device(device))
     return model.eval()

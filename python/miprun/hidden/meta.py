@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 
 import torch
-from accelerate import init_empty_weights
 from torch import nn
-from transformers import AutoModelForCausalLM
 
 from miprun.models.checkpoint import SAFETENSORS_DTYPES, Checkpoint
+from miprun.models.skeleton import build_meta_model  # re-exported: streaming builds its skeleton with it
 
 try:
     from transformers.conversion_mapping import get_model_conversion_mapping
@@ -24,22 +23,6 @@ except ImportError:  # transformers before 5 renames nothing as it loads
     get_model_conversion_mapping = WeightRenaming = None
 
 __all__ = ["build_meta_model", "checkpoint_key", "renamed_keys", "load_into", "set_tensor", "to_meta"]
-
-
-def build_meta_model(config, dtype: torch.dtype, attn_implementation: str | None = None, *,
-                     trust_remote_code: bool = False) -> nn.Module:
-    """A causal LM whose parameters live on the meta device (no memory); buffers are real.
-
-    Buffers are left real (on the CPU) because the ones a checkpoint does not store are
-    computed at construction (rotary ``inv_freq``, Gemma's ``embed_scale``) and are tiny;
-    re-deriving them later would need per-architecture code.
-    """
-    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if attn_implementation is not None:
-        kwargs["attn_implementation"] = attn_implementation
-    with init_empty_weights(include_buffers=False):
-        model = AutoModelForCausalLM.from_config(config, **kwargs)
-    return model.eval()
 
 
 def checkpoint_key(model_key: str, checkpoint: Checkpoint, base_prefix: str) -> str | None:

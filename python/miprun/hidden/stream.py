@@ -23,6 +23,7 @@ from miprun.hidden.memory import check_dtype_runs, check_fits, estimate_offload,
 from miprun.hidden.meta import build_meta_model, checkpoint_key, load_into, renamed_keys, set_tensor, to_meta
 from miprun.models.blocks import find_blocks, text_config
 from miprun.models.checkpoint import Checkpoint
+from miprun.models.integrity import check_model_tensors
 from miprun.models.loading import load_config, resolve_dtype
 from miprun.util.devices import resolve_device
 
@@ -228,16 +229,6 @@ def _block_keys(model: nn.Module, blocks: nn.ModuleList, prefix: str, checkpoint
     return out
 
 
-def _extra_block_tensors(checkpoint: Checkpoint, block_keys: list[dict[str, str]]) -> list[str]:
-    """Checkpoint tensors of blocks the model does not have (e.g. ``layers.5.*`` when the config says 5 blocks)."""
-    first = next((k for k in block_keys[0].values() if ".0." in k), None) if block_keys else None
-    if first is None:
-        return []
-    stem = first[: first.index(".0.") + 1]  # e.g. "model.layers."
-    used = {k for keys in block_keys for k in keys.values()}
-    return sorted(n for n in checkpoint.tensors if n.startswith(stem) and n not in used)
-
-
 def prepare_offload(model_dir, *, n_samples: int, seq_len: int, device=None, dtype=None, batch_size: int = 8,
                     window_bytes: int = 0, attn_implementation: str | None = None,
                     available_bytes: int | None = None, config=None,
@@ -245,10 +236,11 @@ def prepare_offload(model_dir, *, n_samples: int, seq_len: int, device=None, dty
     """Run every pre-flight check of a streaming run and return its source.
 
     Checks, in this order, each failing with a clear error before any weight is read: the
-    checkpoint folder and its shards exist and their headers list every tensor the index
-    names; the device can run ``dtype``; every tensor of every block (and of the embedding)
-    is in the checkpoint; one block plus the activations and the score window fit in the
-    free memory of ``device``.
+    checkpoint folder and its shards exist, are whole and agree with the index
+    (:class:`~miprun.models.checkpoint.Checkpoint`); the device can run ``dtype``; the
+    checkpoint holds exactly the tensors of the model its config describes, in their shapes
+    (:func:`miprun.models.integrity.check_model_tensors`); one block plus the activations
+    and the score window fit in the free memory of ``device``.
 
     Parameters
     ----------
@@ -278,8 +270,9 @@ def prepare_offload(model_dir, *, n_samples: int, seq_len: int, device=None, dty
     FileNotFoundError
         Missing folder, config, or shard file.
     ValueError
-        Damaged index, missing tensors, unsupported architecture or dtype (``PreflightError``),
-        not enough memory (``PreflightError``).
+        Truncated or damaged files or index, missing, unexpected or misshapen tensors,
+        unsupported architecture or dtype (``PreflightError``), not enough memory
+        (``PreflightError``).
     """
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
@@ -294,19 +287,16 @@ def prepare_offload(model_dir, *, n_samples: int, seq_len: int, device=None, dty
     check_dtype_runs(device, dtype)
 
     model = build_meta_model(config, dtype, attn_implementation, trust_remote_code=trust_remote_code)
+    check_model_tensors(checkpoint, model)  # every tensor present, none left over, every shape as config.json says
     blocks, path = find_blocks(model)
     missing: list[str] = []
     head_keys = _head_keys(model, path + ".", checkpoint, missing)
     block_keys = _block_keys(model, blocks, path + ".", checkpoint, missing)
-    if missing:
+    if missing:  # present under a legacy name transformers renames when it loads; streaming reads by name
         raise ValueError(
-            f"checkpoint {model_dir} lacks {len(missing)} tensor(s) the model needs, e.g. {missing[:4]}; "
-            "the download is incomplete or the checkpoint does not match its config.json")
-    extra = _extra_block_tensors(checkpoint, block_keys)
-    if extra:
-        raise ValueError(
-            f"checkpoint {model_dir} holds {len(extra)} block tensor(s) the model its config.json describes does not "
-            f"read, e.g. {extra[:4]}: config.json says {len(blocks)} blocks; fix config.json or re-download the model")
+            f"checkpoint {model_dir} stores {len(missing)} tensor(s) under names other than the model's, e.g. "
+            f"{missing[:4]}, which only loading the whole model renames; drop offload (--offload), or re-save the "
+            f"model with save_pretrained")
 
     estimate = estimate_offload(checkpoint, text_config(config), block_names=[list(k.values()) for k in block_keys],
                                 head_names=list(head_keys.values()), n_samples=n_samples, seq_len=seq_len,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-__all__ = ["TensorInfo", "Checkpoint", "read_header", "check_tensor_names", "expected_tensor_names",
-           "tensor_mismatch_error", "describe_names", "SAFETENSORS_DTYPES", "INDEX_NAME", "SINGLE_NAME"]
+__all__ = ["TensorInfo", "Checkpoint", "BrokenCheckpointError", "read_header", "SAFETENSORS_DTYPES", "INDEX_NAME",
+           "SINGLE_NAME"]
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -61,47 +60,106 @@ class TensorInfo:
         return n
 
 
-def _corrupt(path, what: str) -> ValueError:
-    return ValueError(f"{path} is truncated or corrupt ({what}): re-download or re-save it")
+#: Bits per element of the safetensors dtypes, to check each tensor's byte range against its shape.
+_DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+               "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+               "I64": 64, "U64": 64, "F64": 64, "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+
+
+class BrokenCheckpointError(ValueError):
+    """A checkpoint file that is truncated, corrupt, or does not hold what its config and index say."""
+
+
+def _corrupt(path, what: str) -> BrokenCheckpointError:
+    return BrokenCheckpointError(f"{path} is corrupt: {what}; re-download or re-save it")
 
 
 def read_header(path: Path) -> dict:
-    """The JSON header of one ``.safetensors`` file (tensor entries plus ``__metadata__``).
+    """The JSON header of one ``.safetensors`` file (tensor entries plus ``__metadata__``), checked for wholeness.
+
+    The file must be exactly the 8-byte header length, the JSON header, and the tensor
+    bytes its entries describe: each entry's byte range fits its dtype and shape, the
+    ranges follow one another without gap or overlap, and the last one ends where the file
+    does. No tensor data is read.
 
     Raises
     ------
-    ValueError
-        When the file is shorter than its header says (a truncated download or copy), or
-        its header is not a safetensors header.
+    BrokenCheckpointError
+        (a ``ValueError``) When the file is shorter than its header says (a truncated
+        download or copy), longer, or its header is not a safetensors header.
     """
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         raw = fh.read(8)
         if len(raw) != 8:
-            raise _corrupt(path, f"the file has {size} bytes, fewer than the 8 of its header length")
+            raise BrokenCheckpointError(f"{path} is truncated: it has {size:,} bytes, fewer than the 8 of its header "
+                                        f"length; re-download or re-save it")
         (length,) = struct.unpack("<Q", raw)
         # Checked before reading: a garbage length would otherwise ask for petabytes.
         if length > size - 8:
-            raise _corrupt(path, f"header says its JSON is {length} bytes, file has {size - 8} after the length")
+            raise BrokenCheckpointError(f"{path} is truncated or corrupt: its header length says {length:,} bytes of "
+                                        f"JSON, the file has {size - 8:,} after the length; re-download or re-save it")
         body = fh.read(length)
     try:
         header = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _corrupt(path, f"its header is not valid JSON: {exc}") from None
+        raise _corrupt(path, f"its header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise _corrupt(path, "its header is not a JSON object")
-    data_bytes = _data_bytes(path, header)
-    if data_bytes != size - 8 - length:
-        raise _corrupt(path, f"header says {data_bytes} bytes of tensors, file has {size - 8 - length}")
+    expected = 8 + length + _data_bytes(path, header)
+    if expected > size:
+        raise BrokenCheckpointError(f"{path} is truncated: its header promises {expected:,} bytes, the file has "
+                                    f"{size:,}; re-download or re-save it")
+    if expected < size:
+        raise BrokenCheckpointError(f"{path} is longer than its header says: the header promises {expected:,} bytes, "
+                                    f"the file has {size:,} (damaged, or another file's bytes appended); re-download "
+                                    f"or re-save it")
     return header
 
 
 def _data_bytes(path, header: dict) -> int:
-    """End of the last tensor's bytes, from the header's ``data_offsets``."""
+    """Bytes of tensor data the header describes, each entry checked against its dtype and shape."""
+    ranges = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(v) for v in entry["data_offsets"])
+            shape = [int(s) for s in entry["shape"]]
+            dtype = str(entry["dtype"])
+        except (TypeError, KeyError, ValueError):
+            raise _corrupt(path, f"the header entry of {name!r} has no valid dtype, shape and data_offsets") from None
+        if begin < 0 or end < begin or any(s < 0 for s in shape):
+            raise _corrupt(path, f"the header entry of {name!r} has shape {shape} and byte range {begin}..{end}")
+        bits = _DTYPE_BITS.get(dtype)
+        numel = 1
+        for s in shape:
+            numel *= s
+        if bits is not None and numel * bits != 8 * (end - begin):
+            raise _corrupt(path, f"tensor {name!r} is {dtype} of shape {shape} ({numel * bits // 8:,} bytes) but its "
+                                 f"header gives it {end - begin:,} bytes")
+        ranges.append((begin, end, name))
+    position = 0
+    for begin, end, name in sorted(ranges):
+        if begin != position:
+            raise _corrupt(path, f"tensor {name!r} starts at byte {begin:,} of the data, where the one before it ends "
+                                 f"at {position:,}")
+        position = end
+    return position
+
+
+def _read_index(index_path: Path) -> tuple[dict, dict]:
+    """``(weight_map, metadata)`` of a ``model.safetensors.index.json``."""
     try:
-        return max((int(e["data_offsets"][1]) for k, e in header.items() if k != "__metadata__"), default=0)
-    except (TypeError, KeyError, IndexError, ValueError):
-        raise _corrupt(path, "a header entry has no valid data_offsets") from None
+        index = json.loads(index_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BrokenCheckpointError(f"{index_path} is not valid JSON ({exc}): the checkpoint index is damaged; "
+                                    f"re-download it") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(f, str) for f in weight_map.values()):
+        raise BrokenCheckpointError(f"{index_path} has no valid 'weight_map' (tensor name -> shard file): the "
+                                    f"checkpoint index is damaged; re-download it")
+    return weight_map, dict(index.get("metadata") or {})
 
 
 class Checkpoint:
@@ -116,8 +174,10 @@ class Checkpoint:
     ------
     FileNotFoundError
         When the folder has neither file, or the index names a shard that is absent.
-    ValueError
-        When a shard's header does not list a tensor the index assigns to it.
+    BrokenCheckpointError
+        (a ``ValueError``) When a file is truncated or corrupt (:func:`read_header`), the
+        index is not valid, names a tensor its shard's header does not list, or does not
+        list a tensor a shard holds.
     """
 
     def __init__(self, model_dir) -> None:
@@ -126,11 +186,7 @@ class Checkpoint:
             raise FileNotFoundError(f"checkpoint folder {self.model_dir} does not exist")
         index_path = self.model_dir / INDEX_NAME
         if index_path.exists():
-            index = json.loads(index_path.read_text())
-            weight_map = index.get("weight_map")
-            if not isinstance(weight_map, dict) or not weight_map:
-                raise ValueError(f"{index_path} has no 'weight_map'; the checkpoint index is damaged")
-            self.index_metadata = dict(index.get("metadata") or {})
+            weight_map, self.index_metadata = _read_index(index_path)
         elif (self.model_dir / SINGLE_NAME).exists():
             weight_map = None
             self.index_metadata = {}
@@ -149,10 +205,13 @@ class Checkpoint:
         self.files = files
         self.file_metadata: dict[str, dict] = {}
         self.tensors: dict[str, TensorInfo] = {}
+        unlisted: list[str] = []
         for f in files:
             header = read_header(self.model_dir / f)
             self.file_metadata[f] = dict(header.pop("__metadata__", None) or {})
             for name, entry in header.items():
+                if weight_map is not None and name not in weight_map:
+                    unlisted.append(f"{name} (in {f})")
                 if weight_map is not None and weight_map.get(name) != f:
                     continue  # the index is authoritative when a name appears in two shards
                 begin, end = entry["data_offsets"]
@@ -160,9 +219,15 @@ class Checkpoint:
         if weight_map is not None:
             absent = [n for n in weight_map if n not in self.tensors]
             if absent:
-                raise ValueError(
-                    f"checkpoint {self.model_dir} is damaged: {len(absent)} tensor(s) named by the index are not in "
-                    f"their shard's header, e.g. {absent[:3]} (expected in {weight_map[absent[0]]})")
+                raise BrokenCheckpointError(
+                    f"checkpoint {self.model_dir} is damaged: {len(absent)} tensor(s) named by {INDEX_NAME} are not "
+                    f"in their shard's header, e.g. {absent[:3]} (expected in {weight_map[absent[0]]}); "
+                    f"re-download the checkpoint")
+            if unlisted:
+                # Loaders disagree on such tensors (transformers reads them, the index says they are not there).
+                raise BrokenCheckpointError(
+                    f"checkpoint {self.model_dir} is damaged: its shards hold {len(unlisted)} tensor(s) that "
+                    f"{INDEX_NAME} does not list, e.g. {unlisted[:3]}; re-download the checkpoint")
 
     # -- sizes ------------------------------------------------------------------------------
 
@@ -213,81 +278,3 @@ class Checkpoint:
                 for k in keys:
                     out[k] = fh.get_tensor(k)
         return out
-
-
-# ----------------------------------------------------------------------------- names
-#: Buffers older checkpoints store that current models compute (transformers ignores them too).
-_IGNORED_UNEXPECTED = (r"rotary_emb\.inv_freq$", r"(^|\.)position_ids$")
-
-
-def describe_names(names, *, limit: int = 4) -> str:
-    """``"N: a, b, c, d, ..."`` - a count and the first few names, sorted, for error messages."""
-    names = sorted(names)
-    more = ", ..." if len(names) > limit else ""
-    return f"{len(names)}: {', '.join(names[:limit])}{more}"
-
-
-def expected_tensor_names(model: torch.nn.Module) -> tuple[set[str], set[str]]:
-    """What a model (a meta-device skeleton is enough) reads from a checkpoint.
-
-    Returns
-    -------
-    required : set of str
-        Parameter names, each tied tensor once (its first name; the tied copies
-        ``all_tied_weights_keys`` lists are not stored).
-    optional : set of str
-        Persistent buffer names: a checkpoint may store them or not (most are computed).
-    """
-    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
-    required = {n for n, _ in model.named_parameters()} - tied  # named_parameters drops tied duplicates
-    optional = set(model.state_dict(keep_vars=True)) - required - tied
-    return required, optional
-
-
-def check_tensor_names(checkpoint: Checkpoint, model: torch.nn.Module) -> None:
-    """Raise ``ValueError`` unless the checkpoint holds exactly the tensors ``model`` reads.
-
-    Parameters
-    ----------
-    checkpoint : Checkpoint
-    model : torch.nn.Module
-        The model the checkpoint is to be loaded into, e.g. built on the meta device from
-        the folder's ``config.json``. Checkpoint names may lack the model's
-        ``base_model_prefix`` (a base-model checkpoint loaded into a causal LM).
-
-    Raises
-    ------
-    ValueError
-        Naming the missing and unexpected tensors (a count and a few names): the download
-        is incomplete, or ``config.json`` does not describe these weights.
-    """
-    required, optional = expected_tensor_names(model)
-    prefix = getattr(model, "base_model_prefix", "") or ""
-    present = set()
-    for name in checkpoint.tensors:
-        present.add(f"{prefix}.{name}" if prefix and f"{prefix}.{name}" in required | optional else name)
-    missing = _unignored(required - present, getattr(model, "_keys_to_ignore_on_load_missing", None))
-    unexpected = _unignored(present - required - optional,
-                            list(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ())
-                            + list(_IGNORED_UNEXPECTED))
-    if missing or unexpected:
-        raise tensor_mismatch_error(checkpoint.model_dir, type(model).__name__, missing, unexpected)
-
-
-def _unignored(names: set[str], patterns) -> set[str]:
-    regexes = [re.compile(p) for p in patterns or ()]
-    return {n for n in names if not any(r.search(n) for r in regexes)}
-
-
-def tensor_mismatch_error(where, model_class: str, missing, unexpected=(), mismatched=()) -> ValueError:
-    """The error for weights that do not fit the model ``config.json`` describes."""
-    parts = []
-    if missing:
-        parts.append(f"missing tensors ({describe_names(missing)})")
-    if unexpected:
-        parts.append(f"unexpected tensors ({describe_names(unexpected)})")
-    if mismatched:
-        parts.append(f"tensors of the wrong shape ({describe_names(mismatched)})")
-    return ValueError(f"the weights in {where} do not match the {model_class} its config.json describes: "
-                      f"{'; '.join(parts)}; the download is incomplete or config.json was edited - "
-                      f"fix config.json or re-download the model")

@@ -173,7 +173,7 @@ def layer_types_of(config) -> list[str] | None:
     return list(types) if types is not None else None
 
 
-def load_gguf_model(gguf_file, *, dtype="auto", config=None):
+def load_gguf_model(gguf_file, *, dtype="auto", config=None, output_loading_info: bool = False):
     """Load a GGUF model through transformers with every weight dequantised.
 
     Parameters
@@ -184,19 +184,24 @@ def load_gguf_model(gguf_file, *, dtype="auto", config=None):
         ``"auto"`` (transformers' choice for the file: float32 for quantised weights) or a dtype.
     config : transformers.PretrainedConfig, optional
         Default :func:`load_gguf_config`.
+    output_loading_info : bool
+        Also return transformers' loading report (missing, unexpected and mismatched keys),
+        as ``from_pretrained`` does.
 
     Returns
     -------
     transformers.PreTrainedModel
-        A plain model (``nn.Linear`` weights, no quantiser attached), in eval mode, on the CPU.
+        A plain model (``nn.Linear`` weights, no quantiser attached), in eval mode, on the CPU;
+        with ``output_loading_info``, ``(model, info)``.
     """
     require_gguf()
     folder, name = _split(gguf_file)
     config = load_gguf_config(gguf_file) if config is None else config
     try:
         with _quiet_dequantise():
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config, dtype=dtype,
-                                                         quantization_config=GgufConfig(dequantize=True))
+            model, info = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=name, config=config, dtype=dtype, quantization_config=GgufConfig(dequantize=True),
+                output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"cannot load the GGUF model {gguf_file}: {first}") from None
@@ -207,7 +212,7 @@ def load_gguf_model(gguf_file, *, dtype="auto", config=None):
                 if c is not None}.values():
         if getattr(cfg, "quantization_config", None) is not None:
             del cfg.quantization_config
-    return model.eval()
+    return (model.eval(), info) if output_loading_info else model.eval()
 
 
 @contextlib.contextmanager

@@ -22,9 +22,14 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from transformers.utils import logging as hf_logging
 
 from miprun.models.blocks import find_blocks, num_blocks_of, text_config
-from miprun.models.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint, tensor_mismatch_error
 from miprun.models.families import family_of
 from miprun.models.gguf import find_gguf, load_gguf_config, load_gguf_model, load_gguf_tokenizer
+from miprun.models.integrity import check_checkpoint, check_gguf_file, check_loading_info
+
+try:  # what huggingface_hub raises for a config whose values contradict each other
+    from huggingface_hub.errors import StrictDataclassError as _CONFIG_INVALID
+except ImportError:  # older huggingface_hub: configs are not validated
+    _CONFIG_INVALID = ()
 
 __all__ = ["resolve_dtype", "local_dir", "looks_like_path", "hub_unreachable", "HubUnavailableError", "load_config",
            "check_loading_info", "check_causal_lm", "num_blocks_of", "text_config",
@@ -153,6 +158,7 @@ def load_config(name_or_path, *, trust_remote_code: bool = False):
     folder = local_dir(name_or_path)
     gguf = find_gguf(name_or_path) if folder is not None else None
     if gguf is not None:
+        check_gguf_file(gguf)  # a truncated file is named as such, not by the metadata reader's failure
         return load_gguf_config(gguf)
     if folder is not None and not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json: it is not a Hugging Face model folder (nor a folder "
@@ -167,6 +173,10 @@ def load_config(name_or_path, *, trust_remote_code: bool = False):
         raise ValueError(f"cannot read the config of {folder}: {_first_line(exc)}") from None
     except ValueError as exc:
         raise ValueError(_remote_code_hint(name_or_path, exc, trust_remote_code)) from None
+    except _CONFIG_INVALID as exc:  # transformers 5 validates a config's sizes against each other
+        reason = _first_line(exc.__cause__ or exc)
+        raise ValueError(f"the config.json of {folder or name_or_path} is not valid: {reason}; fix config.json or "
+                         f"re-download the model") from None
 
 
 def _first_line(exc: Exception) -> str:
@@ -218,14 +228,14 @@ def load_model(name_or_path, *, device=None, dtype=None, trust_remote_code: bool
     check_causal_lm(config, str(name_or_path), trust_remote_code=trust_remote_code)
     folder = local_dir(name_or_path)
     gguf = find_gguf(name_or_path) if folder is not None else None
+    check_checkpoint(folder, config, gguf_file=gguf, trust_remote_code=trust_remote_code)
     if gguf is not None:
         with _quiet_transformers():
-            model = load_gguf_model(gguf, dtype=resolve_dtype(dtype), config=config)
+            model, info = load_gguf_model(gguf, dtype=resolve_dtype(dtype), config=config, output_loading_info=True)
+        check_loading_info(info, gguf, type(model).__name__)
         if device is not None:
             model.to(torch.device(device))
         return model
-    if folder is not None and ((folder / SINGLE_NAME).exists() or (folder / INDEX_NAME).exists()):
-        Checkpoint(folder)  # a truncated or damaged file is named here, before safetensors fails on it
     try:
         with _quiet_transformers():
             # ignore_mismatched_sizes: wrong shapes come back in the loading info, to be named below
@@ -244,20 +254,6 @@ def load_model(name_or_path, *, device=None, dtype=None, trust_remote_code: bool
     if device is not None:
         model.to(torch.device(device))
     return model.eval()
-
-
-def check_loading_info(info: dict, where, model_class: str) -> None:
-    """Raise ``ValueError`` when ``from_pretrained(..., output_loading_info=True)`` left weights unloaded.
-
-    ``missing_keys`` were filled with random values, ``unexpected_keys`` were ignored and
-    ``mismatched_keys`` (``(name, checkpoint shape, model shape)``) were re-initialised;
-    tied weights (``lm_head`` tied to the embeddings) are not among the missing ones.
-    """
-    missing = set(info.get("missing_keys") or ())
-    unexpected = set(info.get("unexpected_keys") or ())
-    mismatched = {f"{k[0]} {tuple(k[1])} vs {tuple(k[2])}" for k in info.get("mismatched_keys") or ()}
-    if missing or unexpected or mismatched:
-        raise tensor_mismatch_error(where, model_class, missing, unexpected, mismatched)
 
 
 @contextlib.contextmanager
@@ -312,11 +308,13 @@ class ModelInfo:
 
 
 def inspect_model(model, *, trust_remote_code: bool = False, require_family: bool = True) -> ModelInfo:
-    """Check a model (loaded, or a folder / hub id: then only its config is read) and describe it.
+    """Check a model (loaded, or a folder / hub id: then only its config and file headers are read) and describe it.
 
     Raises ``FileNotFoundError`` / ``ValueError`` for a missing folder, a folder that is not a
-    model, a model that is not a causal LM, fewer than 2 blocks, and (with
-    ``require_family``) an architecture whose blocks :mod:`miprun.surgery` cannot remove.
+    model, a model that is not a causal LM, fewer than 2 blocks, (with ``require_family``)
+    an architecture whose blocks :mod:`miprun.output.surgery` cannot remove, and a local
+    checkpoint whose files are damaged or do not hold the weights its config describes
+    (:func:`miprun.models.integrity.check_checkpoint`; no weight is read).
     """
     gguf = None
     if isinstance(model, (str, os.PathLike)):
@@ -337,4 +335,6 @@ def inspect_model(model, *, trust_remote_code: bool = False, require_family: boo
         family_of(text_config(config))
     if total < 2:
         raise ValueError(f"the model has {total} block(s); scoring and pruning need at least 2")
+    if isinstance(model, (str, os.PathLike)):
+        check_checkpoint(folder, config, gguf_file=gguf, trust_remote_code=trust_remote_code)
     return ModelInfo(name=name, folder=folder, config=config, num_blocks=total, gguf_file=gguf)
