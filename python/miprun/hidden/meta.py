@@ -8,21 +8,13 @@ at a time this way.
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
 from miprun.models.checkpoint import SAFETENSORS_DTYPES, Checkpoint
 from miprun.models.skeleton import build_meta_model  # re-exported: streaming builds its skeleton with it
 
-try:
-    from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightRenaming
-except ImportError:  # transformers before 5 renames nothing as it loads
-    get_model_conversion_mapping = WeightRenaming = None
-
-__all__ = ["build_meta_model", "checkpoint_key", "renamed_keys", "load_into", "set_tensor", "to_meta"]
+__all__ = ["build_meta_model", "checkpoint_key", "load_into", "set_tensor", "to_meta"]
 
 
 def checkpoint_key(model_key: str, checkpoint: Checkpoint, base_prefix: str) -> str | None:
@@ -34,29 +26,6 @@ def checkpoint_key(model_key: str, checkpoint: Checkpoint, base_prefix: str) -> 
         if short in checkpoint.tensors:
             return short
     return None
-
-
-def renamed_keys(model: nn.Module, checkpoint: Checkpoint) -> dict[str, str]:
-    """Model key -> checkpoint name for the tensors a family stores under another name than its module path.
-
-    transformers renames such tensors as it loads them (GPT-NeoX's ``embed_out.`` is its
-    ``lm_head.``); the plain renames (one pattern to one) are applied here the same way, to
-    every checkpoint name. Transforms that merge or split tensors are not renames and are left out.
-    """
-    if get_model_conversion_mapping is None:
-        return {}
-    renames = []
-    for t in get_model_conversion_mapping(model):
-        if type(t) is WeightRenaming and len(t.target_patterns) == 1 and not getattr(t, "scope_prefix", None):
-            renames += [(re.compile(src), t.target_patterns[0]) for src in t.source_patterns]
-    out = {}
-    for name in checkpoint.tensors:
-        new = name
-        for pattern, target in renames:
-            new = pattern.sub(target, new)
-        if new != name:
-            out[new] = name
-    return out
 
 
 def set_tensor(root: nn.Module, name: str, value: torch.Tensor) -> None:

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from miprun.hidden.memory import check_dtype_runs, check_fits, estimate_offload, release_host_memory, should_offload
-from miprun.hidden.meta import build_meta_model, checkpoint_key, load_into, renamed_keys, set_tensor, to_meta
+from miprun.hidden.meta import build_meta_model, checkpoint_key, load_into, set_tensor, to_meta
 from miprun.models.blocks import find_blocks, text_config
 from miprun.models.checkpoint import Checkpoint
-from miprun.models.integrity import check_model_tensors
+from miprun.models.integrity import check_model_tensors, model_keys
 from miprun.models.loading import load_config, resolve_dtype
 from miprun.util.devices import resolve_device
 
@@ -174,7 +174,8 @@ def _tail_keys(model: nn.Module, checkpoint: Checkpoint) -> tuple[dict[str, str]
               if not name.startswith(prefix + ".")}
     embedding = model.get_input_embeddings()
     base_prefix = getattr(model, "base_model_prefix", "")
-    renamed = renamed_keys(model, checkpoint)
+    # names stored otherwise than the module path (GPT-NeoX's embed_out is its lm_head), mapped as transformers maps them
+    renamed = model_keys(checkpoint.tensors, model, model.state_dict(keep_vars=True))[0]
     own, tied = {}, {}
     for rel, param in output.named_parameters():
         name = f"{prefix}.{rel}"

@@ -34,7 +34,7 @@ from miprun.models.gguf import require_gguf
 from miprun.models.gguf_header import read_gguf_header
 from miprun.models.skeleton import build_meta_model
 
-__all__ = ["BrokenCheckpointError", "check_checkpoint", "check_model_tensors", "check_loading_info",
+__all__ = ["BrokenCheckpointError", "check_checkpoint", "check_model_tensors", "check_loading_info", "model_keys",
            "check_gguf_file", "tensor_mismatch_error", "describe_names"]
 
 #: Buffers older checkpoints store that current models compute (transformers ignores them too).
@@ -110,7 +110,7 @@ def check_model_tensors(checkpoint: Checkpoint, model: nn.Module) -> None:
     state = model.state_dict(keep_vars=True)
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
     required = {n for n, _ in model.named_parameters()} - tied  # named_parameters drops tied duplicates
-    present, merged = _model_keys(checkpoint.tensors, model, state)
+    present, merged = model_keys(checkpoint.tensors, model, state)
     missing = _unignored(required - set(present), getattr(model, "_keys_to_ignore_on_load_missing", None))
     unexpected = _unignored(set(present) - set(state),
                             [*(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ()),
@@ -126,7 +126,7 @@ def check_model_tensors(checkpoint: Checkpoint, model: nn.Module) -> None:
                                     blocks=_block_counts(model, set(present)))
 
 
-def _model_keys(names, model: nn.Module, state: dict) -> tuple[dict[str, str], set[str]]:
+def model_keys(names, model: nn.Module, state: dict) -> tuple[dict[str, str], set[str]]:
     """Model key -> checkpoint name of every stored tensor, and the model keys several tensors merge into."""
     rename = _renamer(model, state)
     present: dict[str, str] = {}
