@@ -10,8 +10,9 @@ import torch
 from miprun.calibration.options import CalibrationOptions
 from miprun.calibration.windows import describe_calibration, load_calibration, window_length
 from miprun.models.blocks import text_config
+from miprun.models.families import bos_first
 
-__all__ = ["resolve_calibration", "token_digest", "check_vocabulary"]
+__all__ = ["resolve_calibration", "token_digest", "check_vocabulary", "prefix_bos"]
 
 
 def token_digest(input_ids: torch.Tensor) -> str:
@@ -52,6 +53,10 @@ def resolve_calibration(calibration, *, tokenizer=None, options: CalibrationOpti
         seq_len = window_length(options.seq_len, config)
         ids = load_calibration(source, tok, n_samples=options.n_samples, seq_len=seq_len, seed=options.seed)
         desc = describe_calibration(source, n_samples=options.n_samples, seq_len=seq_len, seed=options.seed)
+        bos = getattr(tok, "bos_token_id", None)
+        if config is not None and bos is not None and bos_first(text_config(config)):
+            ids = prefix_bos(ids, bos)  # the model reads nothing that does not start with BOS (Gemma)
+            desc["bos_first"] = True
     else:
         raise ValueError("calibration must be a LongTensor of token ids (n_samples, seq_len), a text source with "
                          f"a tokenizer, or a (source, tokenizer) pair; got {type(calibration).__name__}")
@@ -60,6 +65,12 @@ def resolve_calibration(calibration, *, tokenizer=None, options: CalibrationOpti
     if config is not None:
         check_vocabulary(ids, config)
     return ids, desc
+
+
+def prefix_bos(ids: torch.Tensor, bos: int) -> torch.Tensor:
+    """Windows ``(n, seq_len)`` that start with ``bos``: each window's text shifted right by one (its last token
+    dropped), the window length unchanged."""
+    return torch.cat([torch.full((ids.shape[0], 1), bos, dtype=ids.dtype), ids[:, :-1]], dim=1)
 
 
 def check_vocabulary(ids: torch.Tensor, config) -> None:

@@ -12,7 +12,10 @@ from miprun.cli.evaluate import add_eval_options
 from miprun.evaluate.summary import default_seq_len, read_text, tokenize_text
 from miprun.evaluate.zeroshot import resolve_data_dir, resolve_task_names
 from miprun.hidden.sources import open_source, parse_max_memory
+from miprun.models.blocks import text_config
+from miprun.models.families import bos_first
 from miprun.models.loading import inspect_model, load_tokenizer
+from miprun.pipeline.compare_eval import text_windows
 from miprun.selection.options import CRITERIA, DEFAULT_CRITERION
 from miprun.util.devices import resolve_device
 from miprun.output.guard import check_output_dir
@@ -149,6 +152,8 @@ def run(args) -> int:
     ids = load_calibration(args.calib, tokenizer, n_samples=args.n_samples, seq_len=args.calib_seq_len or seq_len,
                            seed=args.seed)
     eval_ids = {str(t): tokenize_text(read_text(t), tokenizer) for t in texts}
+    if bos_first(text_config(info.config)) and tokenizer.bos_token_id is not None:  # every window starts with BOS
+        eval_ids = {t: text_windows(ids, seq_len, tokenizer.bos_token_id) for t, ids in eval_ids.items()}
     main = dp is None or dp.is_main
     log = None if args.quiet or not main else print
     if not args.eval_text and log:

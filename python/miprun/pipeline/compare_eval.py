@@ -28,13 +28,21 @@ from miprun.output.surgery import remove_blocks
 __all__ = ["PlanEvaluator", "text_windows"]
 
 
-def text_windows(ids: torch.Tensor, seq_len: int) -> torch.Tensor:
+def text_windows(ids: torch.Tensor, seq_len: int, bos: int | None = None) -> torch.Tensor:
     """A tokenised text ``(n,)`` as non-overlapping windows ``(n // seq_len, seq_len)`` (the tail dropped;
-    a text shorter than one window is one window); windows given already ``(rows, length)`` are kept as they are
-    (e.g. each starting with a BOS token, for models that need one)."""
+    a text shorter than one window is one window); windows given already ``(rows, length)`` are kept as they are.
+
+    With ``bos`` (models that read nothing without it, :func:`miprun.models.families.bos_first`),
+    every window starts with it and holds ``seq_len - 1`` tokens of the text (whose own leading
+    BOS is dropped).
+    """
     if ids.ndim == 2:
         return ids
     ids = ids.reshape(-1)
+    if bos is not None:
+        body = ids[1:] if ids.numel() and int(ids[0]) == bos else ids
+        windows = text_windows(body, seq_len - 1)
+        return torch.cat([torch.full((windows.shape[0], 1), bos, dtype=windows.dtype), windows], dim=1)
     if ids.numel() < 2:
         raise ValueError(f"an evaluation text of {ids.numel()} token(s) has nothing to predict; give a longer text")
     if ids.numel() < seq_len:
