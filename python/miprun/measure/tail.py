@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from miprun.hidden.bypass import BypassedBlock
+from miprun.hidden.bypass import bypassed
 
 __all__ = ["Tail"]
 
@@ -40,33 +40,22 @@ class Tail:
 
     def __init__(self, source):
         self.source = source
-        self._saved: list[nn.Module] = []
         self._inject = _Inject()
         self._device: torch.device | None = None
+        self._swapped: bypassed | None = None
 
     def __enter__(self) -> "Tail":
         self._device = self.source.enter_tail()
         blocks = self.source.blocks
-        self._saved = list(blocks)
-        try:
-            blocks[0] = self._inject
-            for i in range(1, len(blocks)):
-                blocks[i] = BypassedBlock()
-        except BaseException:
-            self._restore()
-            raise
+        self._swapped = bypassed(self.source.model, range(len(blocks)), blocks=blocks, allow_all=True)
+        self._swapped.__enter__()
+        blocks[0] = self._inject  # put back with the others on leaving
         return self
 
     def __exit__(self, *exc) -> None:
-        self._restore()
-        self.source.leave_tail()
-
-    def _restore(self) -> None:
-        blocks = self.source.blocks
-        for i, block in enumerate(self._saved):
-            blocks[i] = block
-        self._saved = []
+        self._swapped.__exit__(*exc)
         self._inject.state = None
+        self.source.leave_tail()
 
     def logits(self, input_ids: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """Logits ``(rows, seq_len, vocab)`` of the windows ``input_ids`` whose last block put out ``states``."""
