@@ -168,3 +168,26 @@ def test_compare_refuses_an_unknown_heal(tmp_path, capsys):
                  "--heal", "linear,full", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "full is not a heal" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("placement", [["--offload"], ["--device-map", "auto"]])
+def test_compare_command_streamed_or_mapped_gives_the_rows_in_memory_gives(tmp_path, placement):
+    tok = word_tokenizer()
+    model = tiny_model("llama", preset="eval", num_blocks=4, vocab=len(tok), seed=3)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    calib, held = tmp_path / "calib.txt", tmp_path / "held.txt"
+    calib.write_text(random_text(600, seed=7))
+    held.write_text(random_text(300, seed=8))
+    base = ["compare", str(tmp_path / "m"), "--num-remove", "1,2", "--calib", str(calib), "--eval-text", str(held),
+            "--n-samples", "8", "--calib-seq-len", "32", "--seq-len", "64", "--estimators", "hist:pooled",
+            "--heal", "linear", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert main(base + placement + ["--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / x / "compare.json").read_text()) for x in ("a", "b"))
+    assert a["settings"]["placement"] == "in_memory" and b["settings"]["placement"] != "in_memory"
+    assert [(r["method"], r["removed"]) for r in a["rows"]] == [(r["method"], r["removed"]) for r in b["rows"]]
+    assert {r["method"] for r in a["rows"]} >= {"default", "sleb", "oracle", "default+heal:linear"}
+    for x, y in zip(a["rows"], b["rows"]):
+        for text, value in x["perplexity"].items():
+            assert y["perplexity"][text] == pytest.approx(value, rel=1e-5), x["method"]
