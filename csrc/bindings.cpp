@@ -335,22 +335,30 @@ float
       return m;
     };
 
+    auto parse_metric = [](const std::string& metric) {
+      if (metric == "chebyshev") return mi::Metric::kChebyshev;
+      if (metric == "euclidean") return mi::Metric::kEuclidean;
+      throw std::invalid_argument("metric must be 'chebyshev' or 'euclidean', got '" + metric + "'");
+    };
+
     m.def(
         "ksg_points",
-        [as_points](const py::array& x, const py::array& y, int k) {
+        [as_points, parse_metric](const py::array& x, const py::array& y, int k, const std::string& metric) {
           const Matrix mx = as_points(x, "x"), my = as_points(y, "y");
           if (mx.n != my.n)
             throw std::invalid_argument("x and y must pair up point for point: " + std::to_string(mx.n) + " and " +
                                         std::to_string(my.n) + " points");
+          const mi::Metric norm = parse_metric(metric);
           py::gil_scoped_release release;
-          return mi::ksg_points(mx.g(), my.g(), mx.n, mx.d, my.d, k);
+          return mi::ksg_points(mx.g(), my.g(), mx.n, mx.d, my.d, k, norm);
         },
-        py::arg("x"), py::arg("y"), py::arg("k") = 3,
-        R"pbdoc(KSG estimator 1 (max-norm) in nats on prepared point sets, not clipped at 0.
+        py::arg("x"), py::arg("y"), py::arg("k") = 3, py::arg("metric") = "chebyshev",
+        R"pbdoc(KSG estimator 1 in nats on prepared point sets, not clipped at 0.
 
 ``I = psi(k) + psi(m) - mean_i [psi(n_x(i) + 1) + psi(n_y(i) + 1)]`` where ``eps_i`` is
-the distance from point ``i`` to its ``k``-th neighbour in the joint space and ``n_x(i)``
-counts the points ``j != i`` with ``||x_i - x_j|| < eps_i`` (strictly).
+the distance from point ``i`` to its ``k``-th neighbour in the joint space (the larger of
+its distances in x and in y) and ``n_x(i)`` counts the points ``j != i`` with
+``||x_i - x_j|| < eps_i`` (strictly).
 
 Parameters
 ----------
@@ -359,14 +367,19 @@ y : ndarray, float64, shape (m,) or (m, dy)
     Paired points (standardised and jittered by the caller).
 k : int
     Neighbours, ``1 <= k < m``.
+metric : {"chebyshev", "euclidean"}
+    The norm within x and within y: the max-norm, or the Euclidean norm, compared squared
+    (sums of squares added in coordinate order, against the k-th neighbour's larger sum).
+    With one column in each space the two are the same distance (the max-norm's).
 
 Returns
 -------
 float
     The raw estimate in nats. Scalar pairs take an O(m log m) path (sorted marginals,
     binary search; joint neighbours by an outward scan in ``x`` order); other dimensions
-    exact searches in a k-d tree (up to 24 coordinates in a space) or in points sorted by
-    their first coordinate (more), with the same eps and counts as a brute-force scan.
+    exact searches in a k-d tree (for the max-norm up to 128 coordinates in a space, beyond
+    that in points sorted by their first coordinate), with the same eps and counts as a
+    brute-force scan.
 )pbdoc");
 
     m.def(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 from pathlib import Path
@@ -141,3 +142,17 @@ class ThreadReducer:
 
     def all_gather_rows(self, t):
         return torch.cat(self._exchange(t), 0)
+
+
+def spread_gaussian(n: int, dx: int, dy: int, snr: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Gaussian vectors ``x ~ N(0, I)``, ``y = x W + e``, ``e ~ N(0, I)``, ``W`` a random ``(dx, dy)`` with all
+    singular values ``sqrt(snr)``.
+
+    Every column of y depends on every column of x. ``I = min(dx, dy) / 2 * log(1 + snr)``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(max(dx, dy), min(dx, dy), generator=g, dtype=torch.float64))
+    w = math.sqrt(snr) * (q if dx >= dy else q.T)
+    x = torch.randn(n, dx, generator=g, dtype=torch.float64)
+    y = x @ w + torch.randn(n, dy, generator=g, dtype=torch.float64)
+    return x, y, 0.5 * min(dx, dy) * math.log1p(snr)

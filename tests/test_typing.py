@@ -42,8 +42,9 @@ def test_wrong_calls_are_refused():
     out, status = _mypy(REPO / "tests" / "typed_api" / "wrong_client.py")
     assert status == 1, out
     errors = re.findall(r"wrong_client\.py:(\d+): error: (.*)", out)
-    assert [int(line) for line, _ in errors] == [14, 15, 16, 17], out
+    assert [int(line) for line, _ in errors] == [14, 15, 16, 17, 18], out
     assert 'Argument "k" to "mutual_information" has incompatible type "str"; expected "int"' in errors[0][1]
     assert '"bias_correction"' in errors[1][1]
     assert 'expression has type "float", variable has type "str"' in errors[2][1]
     assert '"int" has no attribute "upper"' in errors[3][1]
+    assert 'Argument "metric" to "mutual_information" has incompatible type "int"; expected "str | None"' in errors[4][1]

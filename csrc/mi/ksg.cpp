@@ -163,11 +163,12 @@ double ksg_scalar(const double* x, const double* y, std::size_t m, int k, bool p
   return finish(sum_in_order(parts), m, k);
 }
 
-double ksg_points(const double* x, const double* y, std::size_t m, std::size_t dx, std::size_t dy, int k) {
+double ksg_points(const double* x, const double* y, std::size_t m, std::size_t dx, std::size_t dy, int k,
+                  Metric metric) {
   check_ksg(m, k);
   if (dx == 0 || dy == 0) throw std::invalid_argument("KSG needs at least one column in x and in y");
   if (dx == 1 && dy == 1) return ksg_scalar(x, y, m, k, true);
-  return ksg_joint(x, y, m, dx, dy, k);
+  return ksg_joint(x, y, m, dx, dy, k, metric);
 }
 
 double ksg_per_dim(const double* x, const double* y, std::size_t m, std::size_t d, int k) {

@@ -77,18 +77,23 @@ inline std::size_t count_below(Gap gap, std::size_t limit, double eps, std::size
 // Points each side used to estimate the local density of the sorted values around p.
 constexpr std::size_t kDensitySpan = 16;
 
-// Number of q with |s[q] - s[p]| < eps in the sorted s: (m,), p included. The search on
-// each side starts where the local density says the boundary should be. Differences are
-// formed as s[q] - s[p], the same rounding as |x_i - x_j| in the reference.
+// Number of q with |s[q] - s[p]| < eps in the sorted s: (m,), p included; with kSquared,
+// the q with (s[q] - s[p])^2 < eps (the Euclidean key of one coordinate: eps is then a
+// squared distance). The search on each side starts where the local density says the
+// boundary should be. Differences are formed as s[q] - s[p], the same rounding as
+// |x_i - x_j| in the reference.
+template <bool kSquared = false>
 inline std::size_t count_within(const double* s, std::size_t m, std::size_t p, double eps) {
   if (!(eps > 0.0)) return 0;
   const double c = s[p];
   const std::size_t a = p >= kDensitySpan ? p - kDensitySpan : 0, b = std::min(m - 1, p + kDensitySpan);
   const double span = s[b] - s[a];
-  const double expected = span > 0.0 ? eps * static_cast<double>(b - a) / span : 1.0;
+  const double reach = kSquared ? std::sqrt(eps) : eps;  // only for the guess: need not be exact
+  const double expected = span > 0.0 ? reach * static_cast<double>(b - a) / span : 1.0;
   const std::size_t guess = expected < static_cast<double>(m) ? static_cast<std::size_t>(expected) + 1 : m;
-  const std::size_t right = count_below([s, p, c](std::size_t j) { return s[p + j] - c; }, m - 1 - p, eps, guess);
-  const std::size_t left = count_below([s, p, c](std::size_t j) { return c - s[p - j]; }, p, eps, guess);
+  auto key = [](double d) { return kSquared ? d * d : d; };  // non-decreasing in d >= 0
+  const std::size_t right = count_below([s, p, c, key](std::size_t j) { return key(s[p + j] - c); }, m - 1 - p, eps, guess);
+  const std::size_t left = count_below([s, p, c, key](std::size_t j) { return key(c - s[p - j]); }, p, eps, guess);
   return 1 + left + right;
 }
 

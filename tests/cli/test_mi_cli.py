@@ -65,6 +65,9 @@ def test_prints_the_joint_ksg_estimate_in_nats(files, capsys):
                                                  bias_correction="miller_madow")),
     (["--reduction", "projection", "--projection-dim", "2", "--backend", "reference"],
      dict(estimator="ksg", reduction="projection", projection_dim=2, backend="reference")),
+    (["--metric", "chebyshev", "--k", "4"], dict(estimator="ksg", reduction="joint", metric="chebyshev", k=4)),
+    (["--metric", "euclidean", "--reduction", "projection"], dict(estimator="ksg", reduction="projection",
+                                                                  metric="euclidean")),
 ])
 def test_json_holds_the_estimate_and_every_option(tmp_path, capsys, flags, api):
     x, y = _pair(dx=2, dy=2, seed=1)
@@ -78,8 +81,26 @@ def test_json_holds_the_estimate_and_every_option(tmp_path, capsys, flags, api):
     assert record["unit"] == "nats" and record["seconds"] > 0
     for key, value in api.items():
         assert record["options"][key] == value, key
-    assert set(record["options"]) == {"estimator", "reduction", "bins", "binning", "k", "bias_correction",
+    assert set(record["options"]) == {"estimator", "reduction", "bins", "binning", "k", "metric", "bias_correction",
                                       "max_samples", "seed", "projection_dim", "backend", "device"}
+
+
+@pytest.mark.parametrize(("flags", "named"), [([], "euclidean"), (["--reduction", "projection"], "chebyshev"),
+                                              (["--estimator", "gaussian"], None)])
+def test_json_names_the_metric_ksg_used(tmp_path, capsys, flags, named):
+    """Without --metric, --json names the reduction's default norm (KSG only: other estimators have none)."""
+    x, y = _pair(n=600, dx=2, dy=2, seed=4)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    code, out, err = _run(["mi", tmp_path / "x.npy", tmp_path / "y.npy", "--json", *flags], capsys)
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["options"]["metric"] == named
+    if named is not None:  # the named norm is the one used: the estimate is that norm's, not the other's
+        other = {"euclidean": "chebyshev", "chebyshev": "euclidean"}[named]
+        kw = dict(estimator="ksg", reduction=record["options"]["reduction"])
+        assert record["estimate"] == pytest.approx(mutual_information(x, y, metric=named, **kw), abs=1e-12)
+        assert abs(record["estimate"] - mutual_information(x, y, metric=other, **kw)) > 1e-4
 
 
 def test_one_dimensional_arrays_are_one_column(tmp_path, capsys):
@@ -154,12 +175,15 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
 def test_bad_options_are_one_line(files, capsys):
     xp, yp, _, _ = files
     for flags, phrase in ((["--k", "0"], "must be at least 1"), (["--estimator", "mine"], "invalid choice"),
+                          (["--metric", "l2"], "invalid choice: 'l2'"),
                           (["--reduction", "per_dim"], "same number of columns; got 3 and 2"),
                           (["--estimator", "hist"], "dx + dy <= 4"), (["--device", "tpu"], "--device tpu")):
         code, _, err = _run(["mi", xp, yp, *flags], capsys)
         _refused(code, err, phrase)
     code, _, err = _run(["mi", xp, xp, "--estimator", "hist", "--reduction", "per_dim", "--bins", "300"], capsys)
     _refused(code, err, "bins must be between 2 and 256, got 300")
+    code, _, err = _run(["mi", xp, yp, "--metric", "manhattan"], capsys)
+    _refused(code, err, "--metric", "chebyshev", "euclidean")  # the choices are named
 
 
 # --- any arguments: exit 0 or one line on stderr, never a traceback, nothing written ---
@@ -171,6 +195,7 @@ OPTIONS = {"--estimator": (["hist", "ksg", "gaussian", "cosine", "angular"], ["n
            "--binning": (["quantile", "uniform"], ["equal"]),
            "--bias-correction": (["none", "miller_madow"], ["mm"]),
            "--k": (["1", "3", "40"], ["0", "-2", "2.5", "200"]),
+           "--metric": (["euclidean", "chebyshev"], ["l2", "Euclidean"]),
            "--max-samples": (["5", "100"], ["0", "x"]),
            "--projection-dim": (["1", "3"], ["0"]),
            "--seed": (["0", "-7"], ["x"]),

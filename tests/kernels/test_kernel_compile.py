@@ -24,11 +24,11 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from miprun.kernels import edges, hist, knn
 
-def build(fn, sig, const, num_warps=4):
-    print(f"@@ {fn.__name__} {const} warps={num_warps}", flush=True)
+def build(fn, sig, const, num_warps=4, **options):
+    print(f"@@ {fn.__name__} {const} warps={num_warps} {options}", flush=True)
     sig = dict(sig, **{k: "constexpr" for k in const})
     triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=GPUTarget("cuda", 90, 32),
-                   options={"num_warps": num_warps})
+                   options={"num_warps": num_warps, **options})
 
 codes = dict(e_ptr="*fp32", out_ptr="*u8", n_total="i32", n_cols="i32")
 for x, e in (("*bf16", "*fp32"), ("*fp64", "*fp64")):
@@ -47,11 +47,14 @@ for per_dim, bins in ((True, 16), (True, 32), (True, 64), (True, 256), (False, 1
     bd, br, band, bp = hist._onehot_shape(bins, per_dim)
     build(hist._joint_onehot_kernel, onehot, dict(POOLED=not per_dim, BLOCK_D=bd, BLOCK_R=br, BAND=band, BP=bp), 8)
 bm, bn = knn.GPU_BLOCKS
-for k, kp in ((3, 4), (10, 16)):
-    build(knn._kth_distance_kernel, dict(z_ptr="*fp64", eps_ptr="*fp64", m="i32", dz="i32", stride_r="i32",
-          stride_d="i32", col_step="i32"), dict(K=k, KP=kp, BLOCK_M=bm, BLOCK_N=bn), knn.NUM_WARPS)
-build(knn._range_count_kernel, dict(z_ptr="*fp64", eps_ptr="*fp64", nx_ptr="*i32", ny_ptr="*i32", m="i32",
-      dx="i32", dz="i32", stride_r="i32", stride_d="i32", col_step="i32"), dict(BLOCK_M=bm, BLOCK_N=bn), knn.NUM_WARPS)
+points = dict(z_ptr="*fp64", eps_ptr="*fp64", m="i32", dx="i32", dz="i32", stride_r="i32", stride_d="i32",
+              col_step="i32")
+for euclid in (False, True):  # as the launcher compiles them: without fused multiply-adds
+    for k, kp in ((3, 4), (10, 16)):
+        build(knn._kth_distance_kernel, points, dict(EUCLID=euclid, K=k, KP=kp, BLOCK_M=bm, BLOCK_N=bn),
+              knn.NUM_WARPS, enable_fp_fusion=False)
+    build(knn._range_count_kernel, dict(points, nx_ptr="*i32", ny_ptr="*i32"),
+          dict(EUCLID=euclid, BLOCK_M=bm, BLOCK_N=bn), knn.NUM_WARPS, enable_fp_fusion=False)
 '''
 
 
@@ -71,7 +74,7 @@ def test_kernels_compile_for_sm90_without_spills(tmp_path):
     run = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     blocks = run.stdout.split("@@ ")[1:]
-    assert len(blocks) == 16, run.stdout[-2000:]
+    assert len(blocks) == 19, run.stdout[-2000:]
     for block in blocks:
         name = block.splitlines()[0]
         regs = re.search(r"Used (\d+) registers", block)

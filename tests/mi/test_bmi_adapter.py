@@ -72,10 +72,25 @@ def test_defaults_are_joint_with_bmi_neighbourhood():
     est = MiprunEstimator()
     assert est.options()["estimator"] == "ksg" and est.options()["reduction"] == "joint"
     assert est.options()["k"] == 5  # BMI's KSG neighbourhood
+    assert est.options()["metric"] == "euclidean"  # BMI's KSG default norm, named in the options
     est.options()["k"] = 9  # a copy: the estimator keeps its own
     assert est.options()["k"] == 5
     assert set(standard_estimators()) == {"miprun-ksg-5", "miprun-gaussian", "miprun-hist"}
     assert "estimator='ksg'" in repr(est)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "chebyshev"])
+def test_metric_is_passed_on(metric):
+    x, y = _sample(seed=6)
+    est = MiprunEstimator("ksg", k=4, metric=metric)
+    assert est.options()["metric"] == metric
+    got = est.estimate(x, y)
+    assert got == mutual_information(x, y, estimator="ksg", reduction="joint", k=4, metric=metric)
+    # the two norms give different estimates on these 3 + 2 columns: the option is not dropped on the way
+    other = {"euclidean": "chebyshev", "chebyshev": "euclidean"}[metric]
+    assert abs(got - mutual_information(x, y, estimator="ksg", reduction="joint", k=4, metric=other)) > 1e-4
+    if metric == "euclidean":  # the default
+        assert MiprunEstimator("ksg", k=4).estimate(x, y) == got
 
 
 def test_bad_options_are_refused_when_built():
@@ -85,6 +100,8 @@ def test_bad_options_are_refused_when_built():
         MiprunEstimator("gaussian", reduction="projection")
     with pytest.raises(ValueError, match="backend must be one of"):
         MiprunEstimator(backend="gpu")
+    with pytest.raises(ValueError, match=r"metric must be one of \('chebyshev', 'euclidean'\), got 'minkowski'"):
+        MiprunEstimator("ksg", metric="minkowski")
 
 
 def test_bad_samples_are_value_errors_naming_them():
@@ -119,11 +136,25 @@ def test_bmi_runner_runs_the_adapter_on_a_benchmark_task(tmp_path):
         assert result.additional_information["dim_x"] == 3
     truth = task.mutual_information  # 1.02 nats
     assert abs(results["miprun-gaussian"].mi_estimate - truth) < 0.05
-    # BMI's own KSG with the max-norm in both spaces is the same estimator: the same value up to
-    # the tie-breaking jitter (it has none) and the order of float sums
+    # BMI's own KSG (its default: Euclidean within x and within y) is the same estimator: the
+    # same value up to the tie-breaking jitter (it has none) and the rounding of distances
     x, y = bmi.utils.read_sample(path)
-    theirs = bmi.estimators.KSGEnsembleFirstEstimator(neighborhoods=(5,), metric_x="chebyshev").estimate(x, y)
+    theirs = bmi.estimators.KSGEnsembleFirstEstimator(neighborhoods=(5,)).estimate(x, y)
     assert results["miprun-ksg-5"].mi_estimate == pytest.approx(theirs, abs=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "chebyshev"])
+def test_each_metric_is_bmis_ksg_with_that_metric(metric):
+    """miprun's joint KSG in either norm equals BMI's KSG with the same norm, and not with the other."""
+    bmi = _bmi()
+    task = bmi.BENCHMARK_TASKS["multinormal-dense-5-5-0.5"]
+    x, y = task.sample(2000, 4)
+    ours = MiprunEstimator("ksg", k=5, metric=metric).estimate(x, y)
+    same = bmi.estimators.KSGEnsembleFirstEstimator(neighborhoods=(5,), metric_x=metric).estimate(x, y)
+    other = bmi.estimators.KSGEnsembleFirstEstimator(
+        neighborhoods=(5,), metric_x="chebyshev" if metric == "euclidean" else "euclidean").estimate(x, y)
+    assert ours == pytest.approx(same, abs=1e-6)
+    assert abs(ours - other) > 0.005
 
 
 def test_bmi_gaussian_agrees_with_cca():
@@ -138,5 +169,6 @@ def test_bmi_gaussian_agrees_with_cca():
 def test_parameters_are_a_bmi_model():
     _bmi()
     params = MiprunEstimator("ksg", k=7, seed=3).parameters()
-    assert params.k == 7 and params.seed == 3 and params.reduction == "joint"
+    assert params.k == 7 and params.seed == 3 and params.reduction == "joint" and params.metric == "euclidean"
     assert params.dict()["estimator"] == "ksg"
+    assert MiprunEstimator("ksg", metric="chebyshev").parameters().metric == "chebyshev"

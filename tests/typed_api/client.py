@@ -19,14 +19,16 @@ from miprun.mi.bmi_adapter import MiprunEstimator, standard_estimators
 def estimates(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> dict[str, float]:
     joint = miprun.mutual_information(x, y, estimator="ksg", reduction="joint", k=5, seed=1, max_samples=None)
     assert_type(joint, float)
+    maxnorm = miprun.mutual_information(x, y, estimator="ksg", reduction="joint", metric="chebyshev")
     gauss = miprun.mutual_information(x, y, estimator="gaussian", reduction="joint", backend="native")
     hist = miprun.mutual_information(x, y, estimator="hist", reduction="joint", bins=8, binning="uniform",
                                      bias_correction="miller_madow")
     pooled = miprun.mutual_information(x, y, bins="auto", projection_dim=4)
-    bmi = MiprunEstimator("ksg", k=5, seed=0).estimate(x, y)
+    bmi = MiprunEstimator("ksg", k=5, seed=0, metric="euclidean").estimate(x, y)
     assert_type(bmi, float)
     every: dict[str, MiprunEstimator] = standard_estimators(k=3)
-    return {"ksg": joint, "gaussian": gauss, "hist": hist, "pooled": pooled, "bmi": bmi, "n": float(len(every))}
+    return {"ksg": joint, "ksg_maxnorm": maxnorm, "gaussian": gauss, "hist": hist, "pooled": pooled, "bmi": bmi,
+            "n": float(len(every))}
 
 
 def options() -> miprun.PruneOptions:

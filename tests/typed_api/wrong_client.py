@@ -15,3 +15,4 @@ miprun.mutual_information(x, x, k="3")  # error: k is an int
 miprun.mutual_information(x, x, bias_correction=1)  # error: None or a str
 label: str = MiprunEstimator().estimate(x, x)  # error: a float
 miprun.ScoringOptions(estimator="ksg", k=3).k.upper()  # error: int has no upper
+miprun.mutual_information(x, x, metric=2)  # error: None or a str

@@ -20,7 +20,7 @@ from miprun._native import package_version
 from miprun.cli.common import bins, positive
 from miprun.mi import BACKENDS, ESTIMATORS, REDUCTIONS, mutual_information
 from miprun.mi.hist import BIAS_CORRECTIONS
-from miprun.mi.ksg import DEFAULT_PROJECTION_DIM
+from miprun.mi.ksg import DEFAULT_PROJECTION_DIM, METRICS, resolve_metric
 from miprun.mi.scale import MI_ESTIMATORS
 from miprun.scoring.options import BINNINGS
 from miprun.util.devices import resolve_device
@@ -48,6 +48,10 @@ def register(sub) -> None:
     p.add_argument("--bias-correction", choices=["none", *(c for c in BIAS_CORRECTIONS if c)], default="none",
                    help="hist bias correction (default none)")
     p.add_argument("--k", type=positive, default=3, help="KSG neighbours (default 3)")
+    p.add_argument("--metric", choices=METRICS, default=None,
+                   help="KSG norm within X and within Y (the joint distance is the larger of the two): "
+                        "euclidean (default for --reduction joint, as BMI's KSG) or chebyshev (the max-norm; "
+                        "default for the other reductions)")
     p.add_argument("--max-samples", type=positive, default=None,
                    help="KSG subsample size (default: every row for joint and per_dim)")
     p.add_argument("--projection-dim", type=positive, default=DEFAULT_PROJECTION_DIM,
@@ -67,8 +71,11 @@ def run(args) -> int:
         raise ValueError(f"{args.x} has {x.shape[0]} rows and {args.y} has {y.shape[0]}: "
                          f"X and Y must pair up row for row")
     device = resolve_device(args.device)
+    # the norm KSG uses, named in --json whether given or the reduction's default; other estimators have none
+    metric = resolve_metric(args.metric, args.reduction) if args.estimator == "ksg" else args.metric
     options = {"estimator": args.estimator, "reduction": args.reduction, "bins": args.bins, "binning": args.binning,
-               "k": args.k, "bias_correction": None if args.bias_correction == "none" else args.bias_correction,
+               "k": args.k, "metric": metric,
+               "bias_correction": None if args.bias_correction == "none" else args.bias_correction,
                "max_samples": args.max_samples, "seed": args.seed, "projection_dim": args.projection_dim,
                "backend": args.backend}
     tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)

@@ -1,16 +1,19 @@
-"""Triton kernels for KSG mutual information (Kraskov estimator 1, max-norm), tiled brute force.
+"""Triton kernels for KSG mutual information (Kraskov estimator 1), tiled brute force.
 
-The specification is ``miprun.mi.ksg.ksg_points_ref``: ``eps_i`` is the max-norm distance
-from point ``i`` to its ``k``-th nearest neighbour in the joint space (itself excluded),
-``n_x(i)`` counts the other points with ``||x_i - x_j||_inf < eps_i`` (strictly), and
-``I = psi(k) + psi(m) - <psi(n_x + 1) + psi(n_y + 1)>``.
+The specification is ``miprun.mi.ksg.ksg_points_ref``: ``eps_i`` is the distance from point
+``i`` to its ``k``-th nearest neighbour in the joint space (itself excluded), the larger of
+its distances in x and in y, ``n_x(i)`` counts the other points with
+``||x_i - x_j|| < eps_i`` (strictly), and ``I = psi(k) + psi(m) - <psi(n_x + 1) + psi(n_y + 1)>``.
+The norm within x and within y is the max-norm or the Euclidean norm (``metric``).
 
 Two passes over all pairs, each program holding a tile of query points and streaming
 tiles of all points through registers:
-1. ``_kth_distance_kernel`` keeps, per query, the ``k`` smallest joint distances seen so
-   far (a small unsorted set; a candidate replaces the set's largest when smaller) and
-   writes ``eps``;
-2. ``_range_count_kernel`` counts the points strictly inside ``eps`` in each marginal.
+1. ``_kth_distance_kernel`` keeps, per query, the ``k`` smallest joint keys seen so far (a
+   small unsorted set; a candidate replaces the set's largest when smaller) and writes the
+   ``k``-th. A key is the distance for the max-norm and, for the Euclidean norm, the
+   squared distance (the reference's ``keys_ref``): the larger of the two sums of squares;
+2. ``_range_count_kernel`` counts the points whose key in each marginal is strictly below
+   the ``k``-th key.
 Both variables are packed into one float64 array first (a copy of ``O(m)`` against
 the ``O(m^2)`` work), so one loop over coordinates serves x and y.
 The digamma epilogue runs in torch on the device. A grid axis over columns makes the
@@ -21,7 +24,9 @@ Distances are float64, as in the reference. The inputs carry a tie-breaking jitt
 in float32 the ties of bf16-valued activations would come back, ``eps`` could be 0 and
 the counts would change. In float64 the kernel computes exactly the reference's
 distances (a subtraction, an absolute value and maxima are exact operations after the
-rounded subtraction), so ``eps`` and the counts match it exactly.
+rounded subtraction; squares are added one coordinate after another, as the reference
+adds them, and the kernels are compiled without fused multiply-adds), so ``eps`` and the
+counts match it exactly.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ __all__ = ["ksg_points_triton", "ksg_per_dim_triton", "ksg_counts_triton"]
 GPU_BLOCKS = (64, 32)
 INTERPRETER_BLOCKS = (128, 256)
 NUM_WARPS = 8
+METRICS = ("chebyshev", "euclidean")
 
 
 # The points of both variables sit in one float64 array ``z``: point ``i`` of column
@@ -47,9 +53,13 @@ NUM_WARPS = 8
 # over coordinates are written out in each kernel: a nested jit function called in a hot
 # loop is slow in Triton's interpreter.
 @triton.jit
-def _kth_distance_kernel(z_ptr, eps_ptr, m, dz, stride_r, stride_d, col_step,
+def _kth_distance_kernel(z_ptr, eps_ptr, m, dx, dz, stride_r, stride_d, col_step, EUCLID: tl.constexpr,
                          K: tl.constexpr, KP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``eps_ptr[col, i]`` = max-norm distance from point ``i`` to its ``K``-th nearest other point in (x, y)."""
+    """``eps_ptr[col, i]`` = the ``K``-th smallest joint key from point ``i`` to the other points of (x, y).
+
+    Key: the max-norm distance over all ``dz`` coordinates, or with ``EUCLID`` the larger of
+    the sums of squares over x's ``dx`` coordinates and over y's.
+    """
     col = tl.program_id(1)
     zb = z_ptr + col.to(tl.int64) * col_step
     q = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -62,10 +72,24 @@ def _kth_distance_kernel(z_ptr, eps_ptr, m, dz, stride_r, stride_d, col_step,
         c = n0 + inner
         c_off = tl.minimum(c, m - 1).to(tl.int64) * stride_r
         dist = tl.zeros((BLOCK_M, BLOCK_N), tl.float64)
-        for j in range(dz):
-            a = tl.load(zb + q_off + j * stride_d)  # (M,)
-            b = tl.load(zb + c_off + j * stride_d)  # (N,)
-            dist = tl.maximum(dist, tl.abs(a[:, None] - b[None, :]))
+        if EUCLID:
+            for j in range(dx):
+                a = tl.load(zb + q_off + j * stride_d)  # (M,)
+                b = tl.load(zb + c_off + j * stride_d)  # (N,)
+                d = a[:, None] - b[None, :]
+                dist = dist + d * d
+            sy = tl.zeros((BLOCK_M, BLOCK_N), tl.float64)
+            for j in range(dx, dz):
+                a = tl.load(zb + q_off + j * stride_d)
+                b = tl.load(zb + c_off + j * stride_d)
+                d = a[:, None] - b[None, :]
+                sy = sy + d * d
+            dist = tl.maximum(dist, sy)
+        else:
+            for j in range(dz):
+                a = tl.load(zb + q_off + j * stride_d)  # (M,)
+                b = tl.load(zb + c_off + j * stride_d)  # (N,)
+                dist = tl.maximum(dist, tl.abs(a[:, None] - b[None, :]))
         dist = tl.where((c < m)[None, :] & (c[None, :] != q[:, None]), dist, float("inf"))
         # at most K of the tile can enter a query's set: merge its smallest ones one at a time
         kth = tl.max(best, 1)
@@ -81,13 +105,16 @@ def _kth_distance_kernel(z_ptr, eps_ptr, m, dz, stride_r, stride_d, col_step,
 
 @triton.jit
 def _range_count_kernel(z_ptr, eps_ptr, nx_ptr, ny_ptr, m, dx, dz, stride_r, stride_d, col_step,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``n_x[col, i]``, ``n_y[col, i]``: other points strictly closer than ``eps[col, i]`` in x and in y."""
+                        EUCLID: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``n_x[col, i]``, ``n_y[col, i]``: other points whose key in x and in y is below ``eps[col, i]``.
+
+    Key: the max-norm distance, or with ``EUCLID`` the sum of squares.
+    """
     col = tl.program_id(1)
     zb = z_ptr + col.to(tl.int64) * col_step
     q = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     q_off = tl.minimum(q, m - 1).to(tl.int64) * stride_r
-    eps = tl.load(eps_ptr + col * m + tl.minimum(q, m - 1))[:, None]  # (M, 1)
+    eps = tl.load(eps_ptr + col * m + tl.minimum(q, m - 1))[:, None]  # (M, 1): the k-th key
     cnt_x = tl.zeros((BLOCK_M,), tl.int32)
     cnt_y = tl.zeros((BLOCK_M,), tl.int32)
     inner = tl.arange(0, BLOCK_N)
@@ -99,15 +126,23 @@ def _range_count_kernel(z_ptr, eps_ptr, nx_ptr, ny_ptr, m, dx, dz, stride_r, str
         for j in range(dx):
             a = tl.load(zb + q_off + j * stride_d)
             b = tl.load(zb + c_off + j * stride_d)
-            dist_x = tl.maximum(dist_x, tl.abs(a[:, None] - b[None, :]))
+            if EUCLID:
+                d = a[:, None] - b[None, :]
+                dist_x = dist_x + d * d
+            else:
+                dist_x = tl.maximum(dist_x, tl.abs(a[:, None] - b[None, :]))
         cnt_x += tl.sum(((dist_x < eps) & c_ok).to(tl.int32), 1)
         dist_y = tl.zeros((BLOCK_M, BLOCK_N), tl.float64)
         for j in range(dx, dz):
             a = tl.load(zb + q_off + j * stride_d)
             b = tl.load(zb + c_off + j * stride_d)
-            dist_y = tl.maximum(dist_y, tl.abs(a[:, None] - b[None, :]))
+            if EUCLID:
+                d = a[:, None] - b[None, :]
+                dist_y = dist_y + d * d
+            else:
+                dist_y = tl.maximum(dist_y, tl.abs(a[:, None] - b[None, :]))
         cnt_y += tl.sum(((dist_y < eps) & c_ok).to(tl.int32), 1)
-    # the point itself is at distance 0 < eps and was counted, as in the reference
+    # the point itself is at key 0 < eps and was counted, as in the reference
     tl.store(nx_ptr + col * m + q, cnt_x - 1, mask=q < m)
     tl.store(ny_ptr + col * m + q, cnt_y - 1, mask=q < m)
 
@@ -129,7 +164,8 @@ def _check_points(xp, yp, k) -> tuple[torch.Tensor, torch.Tensor]:
     return xp.to(torch.float64).contiguous(), yp.to(torch.float64).contiguous()
 
 
-def ksg_counts_triton(xp: torch.Tensor, yp: torch.Tensor, k: int, *, per_dim: bool = False):
+def ksg_counts_triton(xp: torch.Tensor, yp: torch.Tensor, k: int, *, per_dim: bool = False,
+                      metric: str = "chebyshev"):
     """``eps``, ``n_x`` and ``n_y`` of KSG estimator 1 on the device.
 
     Parameters
@@ -140,15 +176,20 @@ def ksg_counts_triton(xp: torch.Tensor, yp: torch.Tensor, k: int, *, per_dim: bo
         Neighbours.
     per_dim : bool
         Treat column ``j`` of ``xp`` and of ``yp`` as one scalar pair (needs ``dx == dy``).
+    metric : {"chebyshev", "euclidean"}
+        The norm within x and within y (scalar pairs: the same distances either way).
 
     Returns
     -------
     eps : tensor, float64, shape (cols, m)
-        Max-norm distance to the ``k``-th nearest other point, ``cols = d`` per column or 1.
+        Key of the ``k``-th nearest other point, ``cols = d`` per column or 1: its distance,
+        or for the Euclidean norm its squared distance.
     n_x, n_y : tensor, int32, shape (cols, m)
-        Other points strictly within ``eps`` in x and in y.
+        Other points whose key in x and in y is strictly below ``eps``.
     """
     xp, yp = _check_points(xp, yp, k)
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     m = xp.shape[0]
     if per_dim:
         if xp.shape[1] != yp.shape[1]:
@@ -162,16 +203,21 @@ def ksg_counts_triton(xp: torch.Tensor, yp: torch.Tensor, k: int, *, per_dim: bo
         z = torch.cat([xp, yp], 1).t().contiguous()  # (dx + dy, m)
         stride_r, stride_d, col_step = z.stride(1), z.stride(0), 0
     dz = dx + (1 if per_dim else yp.shape[1])
+    # one coordinate in each space (and per_dim's scalar pairs): the same distance in both
+    # norms, computed as the max-norm, as the reference does
+    euclid = metric == "euclidean" and dz > 2
     eps = torch.empty((cols, m), dtype=torch.float64, device=xp.device)
     n_x = torch.empty((cols, m), dtype=torch.int32, device=xp.device)
     n_y = torch.empty_like(n_x)
     block_m, block_n = GPU_BLOCKS if xp.device.type == "cuda" else INTERPRETER_BLOCKS
     grid = (triton.cdiv(m, block_m), cols)
-    _kth_distance_kernel[grid](z, eps, m, dz, stride_r, stride_d, col_step, K=k,
+    # enable_fp_fusion=False: a fused multiply-add would round a sum of squares differently
+    # from the reference's separate multiply and add
+    _kth_distance_kernel[grid](z, eps, m, dx, dz, stride_r, stride_d, col_step, EUCLID=euclid, K=k,
                                KP=max(2, triton.next_power_of_2(k)), BLOCK_M=block_m, BLOCK_N=block_n,
-                               num_warps=NUM_WARPS)
-    _range_count_kernel[grid](z, eps, n_x, n_y, m, dx, dz, stride_r, stride_d, col_step,
-                              BLOCK_M=block_m, BLOCK_N=block_n, num_warps=NUM_WARPS)
+                               num_warps=NUM_WARPS, enable_fp_fusion=False)
+    _range_count_kernel[grid](z, eps, n_x, n_y, m, dx, dz, stride_r, stride_d, col_step, EUCLID=euclid,
+                              BLOCK_M=block_m, BLOCK_N=block_n, num_warps=NUM_WARPS, enable_fp_fusion=False)
     return eps, n_x, n_y
 
 
@@ -183,12 +229,13 @@ def _ksg_from_counts(n_x: torch.Tensor, n_y: torch.Tensor, k: int) -> torch.Tens
     return const - psi.mean(1)
 
 
-def ksg_points_triton(xp: torch.Tensor, yp: torch.Tensor, k: int) -> float:
+def ksg_points_triton(xp: torch.Tensor, yp: torch.Tensor, k: int, *, metric: str = "chebyshev") -> float:
     """Raw KSG-1 MI in nats of point sets ``xp: (m, dx)``, ``yp: (m, dy)``; equals ``ksg_points_ref``.
 
-    Not clipped at 0. Distances in float64 (see the module docstring).
+    Not clipped at 0. Distances in float64 (see the module docstring); ``metric``: the norm
+    within x and within y, ``"chebyshev"`` or ``"euclidean"``.
     """
-    _, n_x, n_y = ksg_counts_triton(xp, yp, k)
+    _, n_x, n_y = ksg_counts_triton(xp, yp, k, metric=metric)
     return float(_ksg_from_counts(n_x, n_y, k)[0])
 
 

@@ -16,7 +16,7 @@ from miprun.mi.binning import resolve_bins
 from miprun.mi.gaussian import gaussian_joint, gaussian_ref
 from miprun.mi.hist import BIAS_CORRECTIONS, hist_ref
 from miprun.mi.hist_joint import check_joint_hist, hist_joint, hist_joint_ref, joint_bins
-from miprun.mi.ksg import DEFAULT_PROJECTION_DIM, ksg_prepared, ksg_ref, prepare
+from miprun.mi.ksg import DEFAULT_PROJECTION_DIM, check_metric, ksg_prepared, ksg_ref, prepare, resolve_metric
 from miprun.mi.similarity import angular_ref, cosine_ref
 
 ESTIMATORS = MI_ESTIMATORS + DISTANCE_ESTIMATORS
@@ -27,8 +27,8 @@ __all__ = ["mutual_information", "information_coefficient", "ESTIMATORS", "REDUC
            "hist_ref", "hist_joint_ref", "ksg_ref", "gaussian_ref", "cosine_ref", "angular_ref"]
 
 def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "pooled", bins: int | str = "auto",
-                       binning: str = "quantile", k: int = 3, bias_correction: str | None = None,
-                       max_samples: int | None = None, seed: int = 0,
+                       binning: str = "quantile", k: int = 3, metric: str | None = None,
+                       bias_correction: str | None = None, max_samples: int | None = None, seed: int = 0,
                        projection_dim: int = DEFAULT_PROJECTION_DIM, backend: str = "auto") -> float:
     """Estimate the mutual information between paired samples ``x`` and ``y``, in nats.
 
@@ -48,8 +48,8 @@ def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "poole
         over columns ``j`` of MI(x[:, j], y[:, j]). ``projection`` (ksg only): both
         projected by one seeded Gaussian matrix to ``projection_dim`` dimensions,
         multivariate KSG. ``joint``: the MI between ``x: (n, dx)`` and ``y: (n, dy)`` as
-        random vectors, any ``dx, dy >= 1``: ``ksg`` with exact neighbours in the max-norm
-        over all ``dx + dy`` columns (every row unless ``max_samples``); ``gaussian``
+        random vectors, any ``dx, dy >= 1``: ``ksg`` with exact neighbours over all
+        ``dx + dy`` columns (every row unless ``max_samples``; the norm: ``metric``); ``gaussian``
         ``1/2 (log det Sx + log det Sy - log det S)`` (ValueError when a covariance is
         singular); ``hist`` a joint histogram over all columns, only for ``dx + dy <= 4``.
     bins : int or {"auto", "rice", "sturges", "sqrt"}
@@ -61,6 +61,12 @@ def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "poole
         ``uniform``: equal-width bins over the data range.
     k : int
         Neighbours for ``ksg``.
+    metric : {None, "euclidean", "chebyshev"}
+        ``ksg``'s norm within x and within y; the distance in the joint space is the larger
+        of the two (Kraskov's estimator 1). ``euclidean``: the Euclidean norm (as BMI's KSG);
+        ``chebyshev``: the max-norm. None: ``euclidean`` for ``reduction="joint"`` (closer to
+        the truth on BMI's benchmark), ``chebyshev`` for the others (for the scalar pairs of
+        ``pooled`` and ``per_dim`` the two give the same distances).
     bias_correction : {None, "miller_madow"}
         For ``hist``.
     max_samples : int, optional
@@ -91,6 +97,8 @@ def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "poole
         raise ValueError(f"bias_correction must be None or 'miller_madow', got {bias_correction!r}")
     if estimator == "ksg" and (not isinstance(k, int) or k < 1):
         raise ValueError(f"k must be a positive int, got {k!r}")
+    if metric is not None:
+        check_metric(metric)
     x, y = check_pair(x, y, min_samples=k + 1 if estimator == "ksg" else 1,
                       needs=f"KSG with k={k}" if estimator == "ksg" else None)
     if estimator in DISTANCE_ESTIMATORS or reduction == "per_dim" or (estimator == "ksg" and reduction == "projection"):
@@ -129,4 +137,5 @@ def mutual_information(x, y, *, estimator: str = "hist", reduction: str = "poole
         return hist_ref(x, y, bins=nb, binning=binning, reduction=reduction, bias_correction=bias_correction)
     # ksg; reduction="joint" keeps every column and row: the core's exact search, or the Triton kernel
     xs, ys = prepare(x, y, reduction=reduction, max_samples=max_samples, seed=seed, projection_dim=projection_dim)
-    return ksg_prepared(xs, ys, k, per_dim=reduction == "per_dim", backend=be)
+    return ksg_prepared(xs, ys, k, per_dim=reduction == "per_dim", backend=be,
+                        metric=resolve_metric(metric, reduction))

@@ -11,7 +11,7 @@ run miprun's estimators beside BMI's::
 
     task = bmi.BENCHMARK_TASKS["multinormal-dense-5-5-0.5"]
     x, y = task.sample(5000, seed=0)
-    MiprunEstimator("ksg", k=5).estimate(x, y)        # joint KSG, in nats
+    MiprunEstimator("ksg", k=5).estimate(x, y)        # joint KSG, in nats (Euclidean within x and y, as BMI's)
 
 BMI is optional (``pip install 'miprun[bmi]'``; it pins old JAX versions, so it usually
 lives in an environment of its own: see the README). It is imported only by the two
@@ -29,7 +29,7 @@ import numpy as np
 from miprun._native import package_version
 from miprun.mi import ESTIMATORS, REDUCTIONS, mutual_information
 from miprun.mi.backend import BACKENDS
-from miprun.mi.ksg import DEFAULT_PROJECTION_DIM
+from miprun.mi.ksg import DEFAULT_PROJECTION_DIM, check_metric, resolve_metric
 
 __all__ = ["MiprunEstimator", "as_sample", "standard_estimators"]
 
@@ -61,21 +61,31 @@ class MiprunEstimator:
     k, bins, binning, bias_correction, max_samples, projection_dim, backend
         As :func:`miprun.mutual_information` (``k`` defaults to 5 here, BMI's KSG
         neighbourhood).
+    metric : {None, "euclidean", "chebyshev"}
+        KSG's norm within x and within y, as :func:`miprun.mutual_information`; None: the
+        reduction's default, Euclidean for ``joint`` (BMI's KSG default, ``metric_x``
+        ``"euclidean"``); ``"chebyshev"`` is BMI's KSG with ``metric_x="chebyshev"``.
+        :meth:`options` and :meth:`parameters` name the norm KSG uses.
     seed : int
         Seeds KSG's tie-breaking jitter (and subsamples, projections): the same seed and
         sample give the same estimate.
     """
 
-    def __init__(self, estimator: str = "ksg", *, reduction: str = "joint", k: int = 5, bins: int | str = "auto",
-                 binning: str = "quantile", bias_correction: str | None = None, max_samples: int | None = None,
-                 seed: int = 0, projection_dim: int = DEFAULT_PROJECTION_DIM, backend: str = "auto") -> None:
+    def __init__(self, estimator: str = "ksg", *, reduction: str = "joint", k: int = 5, metric: str | None = None,
+                 bins: int | str = "auto", binning: str = "quantile", bias_correction: str | None = None,
+                 max_samples: int | None = None, seed: int = 0, projection_dim: int = DEFAULT_PROJECTION_DIM,
+                 backend: str = "auto") -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
         if reduction not in REDUCTIONS[estimator]:
             raise ValueError(f"estimator {estimator!r} supports reduction {REDUCTIONS[estimator]}, got {reduction!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self._options: dict[str, Any] = dict(estimator=estimator, reduction=reduction, k=k, bins=bins,
+        if metric is not None:
+            check_metric(metric)
+        if estimator == "ksg":  # named, so that a run's parameters say which norm KSG used
+            metric = resolve_metric(metric, reduction)
+        self._options: dict[str, Any] = dict(estimator=estimator, reduction=reduction, k=k, metric=metric, bins=bins,
                                              binning=binning, bias_correction=bias_correction,
                                              max_samples=max_samples, seed=seed, projection_dim=projection_dim,
                                              backend=backend)
@@ -108,6 +118,7 @@ class MiprunEstimator:
             estimator: str
             reduction: str
             k: int
+            metric: Any
             bins: Any
             binning: str
             bias_correction: Any

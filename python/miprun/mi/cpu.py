@@ -75,9 +75,12 @@ def joint_counts_cpu(cx: torch.Tensor, cy: torch.Tensor, *, bins: int, per_dim: 
     return torch.from_numpy(core().joint_counts(a, b, int(bins), bool(per_dim)))
 
 
-def ksg_points_cpu(xp: torch.Tensor, yp: torch.Tensor, k: int) -> float:
-    """Raw KSG-1 value in nats (not clipped) of prepared float64 points ``(m, dx)``, ``(m, dy)``."""
-    return float(core().ksg_points(_numpy(xp, "x"), _numpy(yp, "y"), int(k)))
+def ksg_points_cpu(xp: torch.Tensor, yp: torch.Tensor, k: int, *, metric: str = "chebyshev") -> float:
+    """Raw KSG-1 value in nats (not clipped) of prepared float64 points ``(m, dx)``, ``(m, dy)``.
+
+    ``metric``: the norm within x and within y, ``"chebyshev"`` or ``"euclidean"``.
+    """
+    return float(core().ksg_points(_numpy(xp, "x"), _numpy(yp, "y"), int(k), metric=metric))
 
 
 def ksg_per_dim_cpu(xp: torch.Tensor, yp: torch.Tensor, k: int) -> float:
