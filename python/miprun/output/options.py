@@ -31,9 +31,9 @@ class OutputOptions(Options):
         ``"gguf"``: for a GGUF input, a GGUF file holding the input's kept blocks as they
         are (same quantisation), renumbered.
     max_ppl_ratio : float or None
-        Refuse to write a pruned model whose perplexity on the last eighth of the
-        calibration windows exceeds this many times the unpruned model's (a model in
-        memory only; None: no check). Default 50: past that the model is broken, not pruned.
+        Refuse to write a pruned model whose perplexity on the held-back calibration
+        windows exceeds this many times the unpruned model's (in every placement; None or
+        inf: no check). Default 50: past that the model is broken, not pruned.
     """
 
     out_dir: str | None = None

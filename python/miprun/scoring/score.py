@@ -126,10 +126,10 @@ def score_blocks(model, calibration, options: ScoringOptions | None = None, *,
     data_parallel : DataParallel, optional
         Share the calibration samples across processes (``torchrun``).
     companions : mapping of str to int, optional
-        Similarity tables to score in the same pass, estimator (``"cosine"``,
-        ``"angular"``) -> longest run; ``{"cosine": 1, "angular": N}`` is what
-        ``select(..., verify=K)`` reads to add the ShortGPT and Gromov plans for ``N``
-        blocks to its candidates.
+        Tables to score in the same pass, estimator (``"cosine"``, ``"angular"``,
+        ``"gaussian"``) -> longest run; ``companion_runs(N)`` is what
+        :func:`miprun.selection.verify.verify` reads to add the ShortGPT, Gromov and
+        Gaussian plans for ``N`` blocks to its candidates.
 
     Returns
     -------
