@@ -91,3 +91,20 @@ def test_tuning_is_refused_where_it_cannot_run(tmp_path):
         with pytest.raises(ValueError):
             HealOptions(heal="linear", **bad)
     assert HealOptions().tune_steps == 0 and HealOptions(heal="linear", heal_tune=7).tune_steps == 7
+
+
+def test_tuning_a_model_auto_would_stream_is_refused_before_any_work(tmp_path, monkeypatch):
+    from tiny_models import save_sharded
+
+    import miprun.pipeline.prune as pipeline
+    folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=5), tmp_path / "m")
+    monkeypatch.setattr(pipeline, "resolve_offload", lambda *a, **k: True)  # as if it did not fit in memory
+
+    def no_scoring(*a, **k):
+        raise AssertionError("refused after scoring started")
+
+    monkeypatch.setattr(pipeline, "score_tokens", no_scoring)
+    with pytest.raises(ValueError, match="would stream"):
+        pipeline.prune(str(folder), calibration_ids(6, 16), num_remove=2, heal="linear", heal_tune=3,
+                       offload="auto", out_dir=tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()

@@ -27,6 +27,7 @@ from miprun.calibration.resolve import resolve_calibration
 from miprun.calibration.split import WindowSplit, split_windows
 from miprun.heal.fit import Healing, heal_cuts
 from miprun.heal.tune import tune_maps
+from miprun.hidden.stream import resolve_offload
 from miprun.measure import Measurer
 from miprun.models.gguf import check_placement as check_gguf_placement
 from miprun.models.loading import ModelInfo, inspect_model, load_tokenizer
@@ -218,6 +219,12 @@ def _prepare(model, calibration, options: PruneOptions, tokenizer) -> _Prepared:
         tokenizer = _model_tokenizer(info, model, required=is_text, trust_remote_code=execution.trust_remote_code)
     ids, desc = resolve_calibration(calibration, tokenizer=tokenizer, options=options.calibration,
                                     config=info.config)
+    if options.heal.tune_steps and execution.offload == "auto" and info.folder is not None and \
+            resolve_offload("auto", info.folder, config=info.config, device=execution.device,
+                            dtype=execution.load_dtype, n_samples=int(ids.shape[0]), seq_len=int(ids.shape[1])):
+        raise ValueError(f"heal_tune={options.heal.tune_steps} runs the pruned model forward and backward, which "
+                         f"needs the weights in memory or placed by a device map, and offload='auto' would stream "
+                         f"{info.name} (it does not fit in memory): use --device-map, or --heal-tune 0")
     return _Prepared(info=info, num_remove=num_remove, protect=protect, out_dir=out_dir, tokenizer=tokenizer, input_ids=ids,
                      calibration=desc)
 
@@ -263,9 +270,6 @@ def _heal(source, plan: Plan, prep: _Prepared, split: WindowSplit, options: Prun
     healing = heal_cuts(source, plan.removed, fit_ids, held_ids, options=heal, reducer=reducer,
                         batch_size=options.execution.batch_size, progress=progress, fold=False)
     if heal.tune_steps:
-        if source.streams_weights:
-            raise ValueError("heal_tune needs the weights in memory or placed by a device map, not streamed: drop "
-                             "offload (it was chosen by offload='auto'), or set heal_tune=0")
         healing.report["tune"] = tune_maps(source, plan.removed, healing, split.rows(prep.input_ids, "heal_fit"),
                                            split.rows(prep.input_ids, "heal_check"), steps=heal.tune_steps,
                                            lr=heal.heal_tune_lr, batch_size=options.execution.batch_size,
