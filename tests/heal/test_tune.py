@@ -108,3 +108,35 @@ def test_tuning_a_model_auto_would_stream_is_refused_before_any_work(tmp_path, m
         pipeline.prune(str(folder), calibration_ids(6, 16), num_remove=2, heal="linear", heal_tune=3,
                        offload="auto", out_dir=tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_tuned_heal_with_a_device_map_writes_the_in_memory_tuned_heal(tmp_path, monkeypatch):
+    """The same steps on a model placed by accelerate: the same curve, kept or not alike, the same tensors written."""
+    from safetensors.torch import load_file
+    from tiny_models import save_sharded
+
+    from miprun.pipeline import prune as pipeline
+    from miprun.pipeline.prune import prune
+    from miprun.selection.plan import Plan
+    # a plan with a cut to heal whatever the random windows score (blocks 2-3 after block 1)
+    monkeypatch.setattr(pipeline, "select", lambda table, n, **kw: Plan(removed=[2, 3], num_blocks=5,
+                                                                        selector="optimal"))
+    folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=5, seed=6), tmp_path / "m")
+    ids = calibration_ids(12, 32, seed=5)  # windows whose closed-form heal is kept, so there are maps to tune
+    settings = dict(num_remove=2, selector="optimal", heal="linear", heal_tune=4, heal_tune_lr=0.02, plots=False,
+                    progress=False, verify=0, held_back=0.25, batch_size=3)
+    mapped = prune(str(folder), ids, out_dir=tmp_path / "d", device_map="auto", **settings)
+    memory = prune(str(folder), ids, out_dir=tmp_path / "i", device="cpu", **settings)
+    assert mapped.plan.removed == memory.plan.removed
+    a, b = mapped.report["heal"]["tune"], memory.report["heal"]["tune"]
+    assert a["kept"] == b["kept"] and a["best_step"] == b["best_step"]
+    assert [c["held_out_kl"] for c in a["curve"]] == pytest.approx([c["held_out_kl"] for c in b["curve"]], rel=1e-5)
+    assert len(a["curve"]) == 4 and a["closed_form_held_out_kl"] > 0
+
+    def tensors(out):
+        return {k: v for f in sorted(out.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+    s, i = tensors(tmp_path / "d"), tensors(tmp_path / "i")
+    assert set(s) == set(i)
+    for key, value in s.items():
+        torch.testing.assert_close(value, i[key], rtol=1e-5, atol=1e-6, msg=key)
