@@ -93,6 +93,30 @@ def test_tuning_is_refused_where_it_cannot_run(tmp_path):
     assert HealOptions().tune_steps == 0 and HealOptions(heal="linear", heal_tune=7).tune_steps == 7
 
 
+def test_auto_tunes_a_linear_heal_only_where_the_weights_run_backward(tmp_path):
+    from miprun.heal.options import DEFAULT_TUNE_STEPS
+    linear, scale = HealOptions(heal="linear"), HealOptions(heal="scale")
+    assert DEFAULT_TUNE_STEPS > 0
+    assert linear.tune_steps_for(streamed=False) == DEFAULT_TUNE_STEPS and linear.tune_steps_for(streamed=True) == 0
+    assert scale.tune_steps_for(streamed=False) == 0 and HealOptions().tune_steps_for(streamed=False) == 0
+    assert HealOptions(heal="scale", heal_tune=3).tune_steps_for(streamed=False) == 3
+    assert linear.tune_asked == 0 and HealOptions(heal="linear", heal_tune=3).tune_asked == 3
+    # auto with --offload is not refused: the closed form alone
+    options = PruneOptions.from_flat(num_remove=2, heal="linear", offload=True, out_dir=tmp_path / "o")
+    assert options.heal.tune_steps_for(streamed=True) == 0
+
+
+def test_a_streamed_linear_heal_by_default_keeps_the_closed_form_and_says_why(tmp_path):
+    from tiny_models import save_sharded
+
+    from miprun.pipeline.prune import prune
+    folder = save_sharded(tiny_model("llama", preset="stream", num_blocks=5, seed=6), tmp_path / "m")
+    result = prune(str(folder), calibration_ids(12, 32, seed=5), num_remove=2, heal="linear", offload=True,
+                   out_dir=tmp_path / "o", device="cpu", plots=False, progress=False, held_back=0.25, batch_size=3)
+    tune = result.report["heal"]["tune"]
+    assert tune["steps"] == 0 and not tune["kept"] and "--offload" in tune["reason"]
+
+
 def test_tuning_a_model_auto_would_stream_is_refused_before_any_work(tmp_path, monkeypatch):
     from tiny_models import save_sharded
 

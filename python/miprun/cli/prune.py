@@ -101,7 +101,8 @@ def _add_heal_options(p) -> None:
                    help="with --heal: tune the maps by STEPS optimiser steps against the unpruned model's next-token "
                         "distribution (KL) on the calibration windows, from the closed form; the tuned maps are kept "
                         "only if they beat it on the held-back windows; still folded into the same weights. 0: off; "
-                        f"default auto: {DEFAULT_TUNE_STEPS}. Needs the model in memory or --device-map")
+                        f"default auto: {DEFAULT_TUNE_STEPS} steps for --heal linear, none for scale or with "
+                        "--offload. A number needs the model in memory or --device-map")
     p.add_argument("--heal-tune-lr", type=positive_float, default=DEFAULT_LR, metavar="LR",
                    help=f"Adam's step size for --heal-tune (default {DEFAULT_LR:g})")
     p.add_argument("--heal-refit", type=int, default=0, metavar="K",

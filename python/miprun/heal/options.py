@@ -10,10 +10,12 @@ from miprun.util.options import Options, check_choice, check_int
 
 __all__ = ["HealOptions", "METHODS", "FITS", "OBJECTIVES", "DEFAULT_TUNE_STEPS", "DEFAULT_LR"]
 
-#: Steps of ``heal_tune`` by default (see the README for the evidence behind it).
-DEFAULT_TUNE_STEPS = 0
-#: Adam's step size of ``heal_tune`` by default.
-DEFAULT_LR = 1e-3
+#: Steps of ``heal_tune="auto"`` for a ``linear`` heal whose weights can run backward (the
+#: README's "Healing" gives the evidence: on SmolLM2-135M and stories260K, every plan measured,
+#: 40 steps from the closed form improved held-out perplexity on all three texts).
+DEFAULT_TUNE_STEPS = 40
+#: Adam's step size of ``heal_tune`` by default (3e-3 beat 1e-2 on SmolLM2 and matched it on stories260K).
+DEFAULT_LR = 3e-3
 
 #: ``none``: blocks are removed and nothing else changes. ``scale``: one factor per channel
 #: on the MLP output of the block before each cut. ``linear``: a full ``d x d`` map there.
@@ -50,8 +52,9 @@ class HealOptions(Options):
     heal_tune : int or "auto"
         Optimiser steps tuning the maps against the unpruned model's next-token distribution
         (:mod:`miprun.heal.tune`), from the closed form; 0: off; ``"auto"``:
-        :data:`DEFAULT_TUNE_STEPS` when healing (:attr:`tune_steps`). The tuned maps are kept
-        only when they beat the closed form on the held-back windows.
+        :data:`DEFAULT_TUNE_STEPS` for a ``linear`` heal of weights that can run backward, else
+        0 (:meth:`tune_steps_for`). The tuned maps are kept only when they beat the closed
+        form on the held-back windows.
     heal_tune_lr : float
         Adam's step size for ``heal_tune``.
     """
@@ -105,10 +108,26 @@ class HealOptions(Options):
 
     @property
     def tune_steps(self) -> int:
-        """The tuning steps this heal takes: ``heal_tune``, with ``"auto"`` decided (none without a heal)."""
+        """The tuning steps asked for where the weights can run backward (``"auto"`` decided; none without a heal)."""
+        return self.tune_steps_for(streamed=False)
+
+    @property
+    def tune_asked(self) -> int:
+        """Tuning steps asked for by number (not ``"auto"``): what a run that streams must refuse."""
+        return 0 if self.heal_tune == "auto" or not self.active else self.heal_tune
+
+    def tune_steps_for(self, *, streamed: bool) -> int:
+        """The tuning steps this heal takes on weights that are ``streamed`` or not.
+
+        ``"auto"`` tunes only a ``linear`` heal (``scale`` is not measured) and only where the
+        weights can run forward and backward: streamed weights get the closed form alone.
+        An explicit number is taken as it is; a caller that streams refuses it beforehand.
+        """
         if not self.active:
             return 0
-        return DEFAULT_TUNE_STEPS if self.heal_tune == "auto" else self.heal_tune
+        if self.heal_tune != "auto":
+            return self.heal_tune
+        return 0 if streamed or self.heal != "linear" else DEFAULT_TUNE_STEPS
 
     @property
     def active(self) -> bool:

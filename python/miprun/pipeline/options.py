@@ -51,8 +51,8 @@ class PruneOptions:
         self.selection.estimator_for(self.scoring.estimator)  # raises when the pair does not go together
         if self.execution.offload is True and self.output.out_dir is None:
             raise ValueError("offload=True writes the pruned checkpoint shard by shard: give out_dir (--out)")
-        if self.heal.tune_steps and self.execution.offload is True:
-            raise ValueError(f"heal_tune={self.heal.tune_steps} runs the pruned model forward and backward at every "
+        if self.heal.tune_asked and self.execution.offload is True:
+            raise ValueError(f"heal_tune={self.heal.tune_asked} runs the pruned model forward and backward at every "
                              f"step, which needs the weights in memory or placed by a device map (--device-map), not "
                              f"streamed one block at a time (--offload): drop --offload, or set --heal-tune 0")
         if self.heal.active and self.output.format == "gguf":

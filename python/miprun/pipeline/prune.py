@@ -219,10 +219,10 @@ def _prepare(model, calibration, options: PruneOptions, tokenizer) -> _Prepared:
         tokenizer = _model_tokenizer(info, model, required=is_text, trust_remote_code=execution.trust_remote_code)
     ids, desc = resolve_calibration(calibration, tokenizer=tokenizer, options=options.calibration,
                                     config=info.config)
-    if options.heal.tune_steps and execution.offload == "auto" and info.folder is not None and \
+    if options.heal.tune_asked and execution.offload == "auto" and info.folder is not None and \
             resolve_offload("auto", info.folder, config=info.config, device=execution.device,
                             dtype=execution.load_dtype, n_samples=int(ids.shape[0]), seq_len=int(ids.shape[1])):
-        raise ValueError(f"heal_tune={options.heal.tune_steps} runs the pruned model forward and backward, which "
+        raise ValueError(f"heal_tune={options.heal.tune_asked} runs the pruned model forward and backward, which "
                          f"needs the weights in memory or placed by a device map, and offload='auto' would stream "
                          f"{info.name} (it does not fit in memory): use --device-map, or --heal-tune 0")
     return _Prepared(info=info, num_remove=num_remove, protect=protect, out_dir=out_dir, tokenizer=tokenizer, input_ids=ids,
@@ -269,9 +269,13 @@ def _heal(source, plan: Plan, prep: _Prepared, split: WindowSplit, options: Prun
         reducer = data_parallel.reducer
     healing = heal_cuts(source, plan.removed, fit_ids, held_ids, options=heal, reducer=reducer,
                         batch_size=options.execution.batch_size, progress=progress, fold=False)
-    if heal.tune_steps:
+    steps = heal.tune_steps_for(streamed=source.streams_weights)
+    if heal.heal_tune == "auto" and heal.heal == "linear" and not steps:
+        healing.report["tune"] = {"steps": 0, "kept": False, "reason": "the weights are streamed (--offload): tuning "
+                                  "needs them in memory or placed by a device map; the closed form is kept"}
+    elif steps:
         healing.report["tune"] = tune_maps(source, plan.removed, healing, split.rows(prep.input_ids, "heal_fit"),
-                                           split.rows(prep.input_ids, "heal_check"), steps=heal.tune_steps,
+                                           split.rows(prep.input_ids, "heal_check"), steps=steps,
                                            lr=heal.heal_tune_lr, batch_size=options.execution.batch_size,
                                            seed=options.calibration.seed, data_parallel=data_parallel)
     timings["heal"] = time.perf_counter() - t
