@@ -8,12 +8,15 @@ from dataclasses import dataclass
 
 from miprun.util.options import Options, check_choice, check_int
 
-__all__ = ["HealOptions", "METHODS", "FITS", "OBJECTIVES", "DEFAULT_TUNE_STEPS", "DEFAULT_LR"]
+__all__ = ["HealOptions", "METHODS", "FITS", "OBJECTIVES", "DEFAULT_TUNE_STEPS", "DEFAULT_TUNE_BATCH", "DEFAULT_LR"]
 
 #: Steps of ``heal_tune="auto"`` for a ``linear`` heal whose weights can run backward (the
 #: README's "Healing" gives the evidence: on SmolLM2-135M and stories260K, every plan measured,
 #: 40 steps from the closed form improved held-out perplexity on all three texts).
 DEFAULT_TUNE_STEPS = 40
+#: Windows per tuning step, at most (``prune`` takes ``min(batch_size, DEFAULT_TUNE_BATCH)``): the
+#: setting measured, which also bounds the activations the backward pass keeps.
+DEFAULT_TUNE_BATCH = 4
 #: Adam's step size of ``heal_tune`` by default (3e-3 beat 1e-2 on SmolLM2 and matched it on stories260K).
 DEFAULT_LR = 3e-3
 

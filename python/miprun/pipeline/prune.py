@@ -26,6 +26,7 @@ from miprun._native import core
 from miprun.calibration.resolve import resolve_calibration
 from miprun.calibration.split import WindowSplit, split_windows
 from miprun.heal.fit import Healing, heal_cuts
+from miprun.heal.options import DEFAULT_TUNE_BATCH
 from miprun.heal.tune import tune_maps
 from miprun.hidden.stream import resolve_offload
 from miprun.measure import Measurer
@@ -276,7 +277,8 @@ def _heal(source, plan: Plan, prep: _Prepared, split: WindowSplit, options: Prun
     elif steps:
         healing.report["tune"] = tune_maps(source, plan.removed, healing, split.rows(prep.input_ids, "heal_fit"),
                                            split.rows(prep.input_ids, "heal_check"), steps=steps,
-                                           lr=heal.heal_tune_lr, batch_size=options.execution.batch_size,
+                                           lr=heal.heal_tune_lr,
+                                           batch_size=min(options.execution.batch_size, DEFAULT_TUNE_BATCH),
                                            seed=options.calibration.seed, data_parallel=data_parallel)
     timings["heal"] = time.perf_counter() - t
     return healing
