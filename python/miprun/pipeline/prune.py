@@ -271,7 +271,7 @@ def _heal(source, plan: Plan, prep: _Prepared, split: WindowSplit, options: Prun
     healing = heal_cuts(source, plan.removed, fit_ids, held_ids, options=heal, reducer=reducer,
                         batch_size=options.execution.batch_size, progress=progress, fold=False)
     steps = heal.tune_steps_for(streamed=source.streams_weights)
-    if heal.heal_tune == "auto" and heal.heal == "linear" and not steps:
+    if heal.tune_steps and not steps:  # what auto would tune in memory, the streamed weights cannot
         healing.report["tune"] = {"steps": 0, "kept": False, "reason": "the weights are streamed (--offload): tuning "
                                   "needs them in memory or placed by a device map; the closed form is kept"}
     elif steps:
